@@ -1,0 +1,840 @@
+"""``AsyncCache``: the public facade. No SQL and no threads here: keys and values are encoded
+on the loop, reads go to the shard's loop-owned connection (through the near cache), writes
+go to the executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, TypeVar, overload
+
+import msgspec
+
+from . import _ops as ops
+from . import _sql as sql
+from ._codec import Codec, Compressor, InvalidSignature, Serializer, TypeMismatch
+from ._errors import CacheClosedError, CacheError, SerializationError
+from ._executor import Executor
+from ._keys import decode_key, encode_key
+from ._maintenance import check_shards, vacuum_shards
+from ._options import Durability, Eviction, OnCorrupt, Options, check_ttl, expire_at
+from ._shard import SLOW_READ, SLOW_READ_BACKOFF, Row, Shard, _is_busy
+from ._types import DEFAULT, TTL, CacheStats, CheckReport, Entry, Key, ShardStats
+
+__all__ = ["AsyncCache"]
+
+logger = logging.getLogger("shardcache")
+T = TypeVar("T")
+
+_NEW, _OPEN, _CLOSED = "new", "open", "closed"
+_OFFLOAD: Final = object()  # "this read must go to a thread"
+_CHUNK = 256  # keys per statement for bulk reads and iteration
+_ACCESS_FLUSH = 4096  # buffered LRU/LFU accesses that force a flush without a write
+
+# Caches that may need reopening after os.fork(): the child never reuses the parent's
+# connections or threads (they do not exist in the child). Abandoned connections are kept
+# referenced so that their finalizers never run sqlite3_close on the parent's locks.
+_LIVE: weakref.WeakSet[AsyncCache] = weakref.WeakSet()
+_ABANDONED: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_LIVE):
+        cache._ready = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    # Writes still queued at interpreter exit are committed before the threads die.
+    for cache in list(_LIVE):
+        if cache._executor is not None and cache._pid == os.getpid():
+            with contextlib.suppress(Exception):
+                cache._executor.stop()
+
+
+class AsyncCache:
+    """A persistent async cache on SQLite shards, shared by every process that opens it.
+
+    Example::
+
+        cache = AsyncCache("/tmp/mycache", default_ttl=300)
+        async with cache:
+            await cache.set("user:1", {"name": "Ada"}, ttl=60)
+            assert await cache.get("user:1") == {"name": "Ada"}
+
+    See ``docs/`` and API.md section 1 for every option. Keys are ``str``, ``bytes``,
+    ``int``, ``float`` or tuples of these; values round-trip with their type.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        shards: int = 8,
+        size_limit: int | None = 2**30,
+        eviction: Eviction = "least-recently-stored",
+        default_ttl: float | None = None,
+        serializer: str | Serializer = "msgpack",
+        compression: str | Compressor | None = None,
+        compress_min_size: int = 1024,
+        min_file_size: int = 64 * 2**10,
+        durability: Durability = "normal",
+        near_cache: int = 32 * 2**20,
+        on_corrupt: OnCorrupt = "raise",
+        secret: bytes | str | None = None,
+        writer_threads: int = 1,
+    ) -> None:
+        self._options = options = Options.build(
+            directory,
+            shards=shards,
+            size_limit=size_limit,
+            eviction=eviction,
+            default_ttl=default_ttl,
+            compress_min_size=compress_min_size,
+            min_file_size=min_file_size,
+            durability=durability,
+            near_cache=near_cache,
+            on_corrupt=on_corrupt,
+            writer_threads=writer_threads,
+        )
+        self._codec = Codec(
+            serializer,
+            compression=compression,
+            compress_min_size=options.compress_min_size,
+            secret=secret,
+        )
+        self._n = options.shards
+        self._default_ttl = options.default_ttl
+        self._min_file = options.min_file_size
+        self._near_on = options.near_cache > 0
+        self._fast = self._codec.fast
+        self._fast_decode = self._codec.msgpack_decode
+        self._state = _NEW
+        self._ready = False  # True only while open in the process that opened it
+        self._pid = os.getpid()
+        self._shards: list[Shard] = []
+        self._executor: Executor | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._open_lock = threading.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reset_counters()
+
+    def _reset_counters(self) -> None:
+        self._hits = self._misses = self._sets = self._deletes = 0
+        self._near_hits = self._stampede_waits = 0
+        self._evictions0 = sum(s.evictions for s in self._shards)
+        self._expirations0 = sum(s.expirations for s in self._shards)
+
+    @property
+    def directory(self) -> Path:
+        """The cache directory."""
+        return self._options.directory
+
+    def __repr__(self) -> str:
+        return f"AsyncCache({str(self.directory)!r}, shards={self._n}, state={self._state})"
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def open(self) -> None:
+        """Open (or create) the cache now instead of at the first operation."""
+        if not self._ready:
+            await self._ensure_open()
+
+    async def __aenter__(self) -> AsyncCache:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _ensure_open(self) -> None:
+        if self._state is _CLOSED:
+            raise CacheClosedError(f"the cache at {self.directory} is closed")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._open_sync)
+
+    def _open_sync(self) -> None:
+        with self._open_lock:
+            if self._state is _CLOSED:
+                raise CacheClosedError(f"the cache at {self.directory} is closed")
+            if self._state is _OPEN and self._pid == os.getpid():
+                return
+            if self._state is _OPEN:
+                # Forked child: abandon the parent's connections and threads, open anew.
+                _ABANDONED.append((self._shards, self._executor))
+                self._shards, self._executor, self._pool = [], None, None
+            opts = self._options
+            directory = opts.directory
+            values = directory / "values"
+            try:
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                values.mkdir(mode=0o700, exist_ok=True)
+            except FileExistsError as exc:
+                raise CacheError(
+                    f"cache directory {directory} exists and is not a directory"
+                ) from exc
+            except OSError as exc:
+                raise CacheError(f"cannot create cache directory {directory}: {exc}") from exc
+            if not directory.is_dir():
+                raise CacheError(f"cache directory {directory} exists and is not a directory")
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise CacheError(f"cache directory {directory} is not writable")
+            self._check_layout(directory)
+            shard_limit = None if opts.size_limit is None else max(1, opts.size_limit // self._n)
+            shards = [
+                Shard(
+                    i,
+                    directory / f"shard-{i:03d}.db",
+                    shards=self._n,
+                    serializer=self._codec.serializer_name,
+                    durability=opts.durability,
+                    eviction=opts.eviction,
+                    limit=shard_limit,
+                    near_limit=opts.near_cache // self._n,
+                    on_corrupt=opts.on_corrupt,
+                    values_dir=values,
+                )
+                for i in range(self._n)
+            ]
+            try:
+                for shard in shards:
+                    shard.open()
+            except BaseException:
+                for shard in shards:
+                    shard.close()
+                raise
+            self._executor = Executor(
+                shards,
+                threads=opts.writer_threads,
+                direct=opts.durability != "full",
+                name=f"shardcache-{directory.name}",
+            )
+            self._pool = concurrent.futures.ThreadPoolExecutor(2, "shardcache-read")
+            self._shards = shards
+            self._pid = os.getpid()
+            self._state = _OPEN
+            self._ready = True
+            _LIVE.add(self)
+
+    def _check_layout(self, directory: Path) -> None:
+        found = sorted(p.name for p in directory.glob("shard-*.db"))
+        expected = [f"shard-{i:03d}.db" for i in range(self._n)]
+        if found and found != expected[: len(found)]:
+            from ._errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"{directory} holds a cache with {len(found)} shards; it cannot be opened "
+                f"with shards={self._n} (the shard count is fixed at creation)"
+            )
+
+    async def aclose(self) -> None:
+        """Commit every queued write, stop the threads and close the files. Idempotent."""
+        if self._state is not _OPEN:
+            self._state = _CLOSED
+            return
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self._state = _CLOSED
+        self._ready = False
+        if self._pid != os.getpid():
+            return  # a forked child never touches the parent's threads and connections
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            # A barrier per shard: batches are FIFO, so once these resolve, all is committed.
+            barriers = [executor.submit(i, ops.op_flush, ()) for i in range(self._n)]
+            await asyncio.gather(*barriers, return_exceptions=True)
+            await asyncio.get_running_loop().run_in_executor(None, executor.stop)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        for shard in self._shards:
+            shard.close()
+        _LIVE.discard(self)
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", None) is _OPEN and self._pid == os.getpid():
+            import warnings
+
+            warnings.warn(
+                f"{self!r} was never closed: use 'async with' or 'await cache.aclose()'",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+    def _closed_error(self) -> CacheClosedError:
+        return CacheClosedError(f"the cache at {self.directory} is closed")
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        """Run an owned background task; close() awaits it, errors are logged."""
+
+        async def run() -> None:
+            try:
+                await coro
+            except Exception:
+                logger.warning("shardcache background task failed", exc_info=True)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        """Own a background task (a stale refresh): aclose() waits for it."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- reads --------------------------------------------------------------------------
+    def _route(self, key: Any) -> tuple[bytes, Shard]:
+        kb = encode_key(key)
+        return kb, self._shards[zlib.crc32(kb) % self._n]
+
+    def _local(self, shard: Shard, kb: bytes, now: float) -> Any:
+        """The row of ``kb`` read on the loop thread: near cache, then SQLite (guarded)."""
+        if now < shard.offload_until:
+            return _OFFLOAD
+        cursor = shard.cursor
+        assert cursor is not None
+        try:
+            if self._near_on:
+                shard.sync_near()
+                row = shard.near.get(kb)
+                if row is not None:
+                    self._near_hits += 1
+                    return row
+            start = time.perf_counter()
+            rows = cursor.execute(sql.GET, (kb,)).fetchall()
+            if time.perf_counter() - start > SLOW_READ:
+                # Guard: after a slow read, this shard's reads go to a thread for a while.
+                shard.offload_until = now + SLOW_READ_BACKOFF
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                shard.offload_until = now + SLOW_READ_BACKOFF
+                shard.clear_near()
+                return _OFFLOAD
+            raise shard._corrupt(exc) from exc
+        except sqlite3.DatabaseError as exc:
+            raise shard._corrupt(exc) from exc
+        if not rows:
+            return None
+        found: Row = rows[0]
+        if self._near_on and found[0] is not None:
+            shard.remember(kb, found)
+        return found
+
+    async def _row(self, shard: Shard, kb: bytes, now: float) -> Row | None:
+        row = self._local(shard, kb, now)
+        if row is _OFFLOAD:
+            assert self._pool is not None
+            loop = asyncio.get_running_loop()
+            rows = await loop.run_in_executor(self._pool, shard.read_in_thread, kb)
+            # Not remembered in the near cache: the loop may have synced past this read.
+            return rows[0] if rows else None
+        return row  # type: ignore[no-any-return]
+
+    def _value(self, shard: Shard, kb: bytes, row: Row, type: Any) -> Any:
+        """Decode a row's value; MISSING when it reads as a miss (tampered, gone, misfit)."""
+        blob, fmt, _exp, file = row[0], row[1], row[2], row[3]
+        if file is not None:
+            blob = shard.read_file(file)
+            if blob is None:
+                # A row whose value file is gone is a miss, and the row is repaired.
+                self._spawn(self._executor_write(shard.index, ops.op_delete, (kb,)))
+                return _MISS
+        if fmt == 0 and type is None and self._fast:
+            try:
+                return self._fast_decode(blob)
+            except (msgspec.DecodeError, TypeError, ValueError):
+                pass  # let the codec decide what this is
+        try:
+            return self._codec.decode(blob, fmt, kb, type)
+        except InvalidSignature:
+            return _MISS
+        except TypeMismatch:
+            shard.near.pop(kb, None)
+            self._spawn(self._executor_write(shard.index, ops.op_delete, (kb,)))
+            return _MISS
+        except SerializationError:
+            logger.warning("undecodable entry in %s treated as a miss", shard.path)
+            return _MISS
+
+    async def _executor_write(
+        self, index: int, fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> Any:
+        executor = self._executor
+        if executor is None or self._state is not _OPEN:
+            raise self._closed_error()
+        return await executor.write(index, fn, args)
+
+    @overload
+    async def get(self, key: Key, default: Any = None, *, type: None = None) -> Any: ...
+    @overload
+    async def get(self, key: Key, default: Any = None, *, type: type[T]) -> T | Any: ...
+
+    async def get(self, key: Key, default: Any = None, *, type: Any = None) -> Any:
+        """The value of ``key``, or ``default`` when it is missing or expired.
+
+        With ``type=``, decode into that type (Struct, dataclass, ``list[Struct]``...); a
+        stored value that no longer fits counts as a miss and is deleted.
+        """
+        if not self._ready:
+            await self._ensure_open()
+        kb, shard = self._route(key)
+        now = time.time()
+        row = self._local(shard, kb, now)
+        if row is _OFFLOAD:
+            row = await self._row(shard, kb, now)
+        if row is not None:
+            expire = row[2]
+            if expire is None or expire > now:
+                value = self._value(shard, kb, row, type)
+                if value is not _MISS:
+                    self._hits += 1
+                    if shard.track_access:
+                        self._touch_access(shard, kb, now)
+                    return value
+        self._misses += 1
+        return default
+
+    def _touch_access(self, shard: Shard, kb: bytes, now: float) -> None:
+        # LRU/LFU: reads stay reads; the writer folds these into its next batch.
+        access = shard.access
+        access[kb] = access.get(kb, 0) + 1
+        shard.access_time = now
+        if len(access) >= _ACCESS_FLUSH and self._executor is not None:
+            self._spawn(self._executor.write(shard.index, ops.op_flush, (), direct=False))
+
+    async def get_entry(self, key: Key, *, type: Any = None) -> Entry | None:
+        """The value with its expiry; also an expired one still inside its ``stale_ttl``."""
+        if not self._ready:
+            await self._ensure_open()
+        kb, shard = self._route(key)
+        now = time.time()
+        row = await self._row(shard, kb, now)
+        if row is None:
+            return None
+        expire, purge = row[2], row[4]
+        if expire is not None and expire <= now and (purge is None or purge <= now):
+            return None
+        value = self._value(shard, kb, row, type)
+        if value is _MISS:
+            return None
+        return Entry(value, expire, row[5])
+
+    async def has(self, key: Key) -> bool:
+        """True if ``key`` holds a live entry."""
+        return await self.get(key, _MISS) is not _MISS
+
+    async def ttl(self, key: Key) -> float | None:
+        """Seconds left before ``key`` expires; ``None`` if never; ``KeyError`` if missing."""
+        if not self._ready:
+            await self._ensure_open()
+        kb, shard = self._route(key)
+        now = time.time()
+        row = await self._row(shard, kb, now)
+        if row is None or (row[2] is not None and row[2] <= now):
+            raise KeyError(key)
+        return None if row[2] is None else row[2] - now
+
+    async def get_many(self, keys: Iterable[Key]) -> dict[Any, Any]:
+        """A dict of the live entries among ``keys`` (misses are absent)."""
+        if not self._ready:
+            await self._ensure_open()
+        wanted: dict[bytes, Any] = {}
+        for key in keys:
+            wanted[encode_key(key)] = key
+        by_shard: dict[int, list[bytes]] = {}
+        for kb in wanted:
+            by_shard.setdefault(zlib.crc32(kb) % self._n, []).append(kb)
+        now = time.time()
+        found: dict[Any, Any] = {}
+        for index, kbs in by_shard.items():
+            shard = self._shards[index]
+            rows = await self._rows_many(shard, kbs, now)
+            for kb, row in rows.items():
+                if row[2] is None or row[2] > now:
+                    value = self._value(shard, kb, row, None)
+                    if value is not _MISS:
+                        found[wanted[kb]] = value
+        self._hits += len(found)
+        self._misses += len(wanted) - len(found)
+        return found
+
+    async def _rows_many(self, shard: Shard, kbs: list[bytes], now: float) -> dict[bytes, Row]:
+        rows: dict[bytes, Row] = {}
+        if self._near_on and now >= shard.offload_until:
+            with contextlib.suppress(sqlite3.OperationalError):
+                shard.sync_near()
+                for kb in kbs:
+                    row = shard.near.get(kb)
+                    if row is not None:
+                        rows[kb] = row
+        rest = [kb for kb in kbs if kb not in rows]
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(rest), _CHUNK):
+            chunk = rest[start : start + _CHUNK]
+            stmt = sql.GET_MANY.format(",".join("?" * len(chunk)))
+            assert self._pool is not None
+            result = await loop.run_in_executor(self._pool, _fetch, shard, stmt, chunk)
+            for key, *row in result:
+                rows[key] = tuple(row)
+        return rows
+
+    # -- writes -------------------------------------------------------------------------
+    def _encode(
+        self, key: Any, value: Any, ttl: Any, tag: Any, stale_ttl: Any, now: float
+    ) -> tuple[int, tuple[Any, ...], bool]:
+        kb = encode_key(key)
+        if ttl is DEFAULT and self._default_ttl is None:
+            expire = None
+        else:
+            expire = expire_at(ttl, self._default_ttl, now)
+        if stale_ttl:
+            stale = check_ttl(stale_ttl, "stale_ttl")
+            purge = None if expire is None or stale is None else expire + stale
+        else:
+            purge = expire
+        if tag is not None and type(tag) is not str:
+            raise TypeError(f"tag must be a str or None, not {type(tag).__name__}")
+        blob, fmt = self._codec.encode(value, kb)
+        to_file = len(blob) > self._min_file
+        return zlib.crc32(kb) % self._n, (kb, blob, fmt, expire, purge, tag, to_file), to_file
+
+    async def set(
+        self,
+        key: Key,
+        value: Any,
+        *,
+        ttl: TTL = DEFAULT,
+        tag: str | None = None,
+        stale_ttl: float = 0,
+    ) -> None:
+        """Store ``value``; returns once the write is committed (durable per ``durability``).
+
+        ``ttl`` in seconds (``None``: never expires; omitted: ``default_ttl``). ``stale_ttl``
+        keeps the entry that long past its expiry for ``get_entry``/``get_or_set``.
+        """
+        if not self._ready:
+            await self._ensure_open()
+        index, args, to_file = self._encode(key, value, ttl, tag, stale_ttl, time.time())
+        executor = self._executor
+        assert executor is not None
+        await executor.write(index, ops.op_set, args, direct=not to_file)
+        self._sets += 1
+
+    async def add(
+        self, key: Key, value: Any, *, ttl: TTL = DEFAULT, tag: str | None = None
+    ) -> bool:
+        """Store only if ``key`` is missing or expired; atomic across processes."""
+        if not self._ready:
+            await self._ensure_open()
+        index, args, to_file = self._encode(key, value, ttl, tag, 0, time.time())
+        added: bool = await self._executor_write_direct(index, ops.op_add, args, not to_file)
+        if added:
+            self._sets += 1
+        return added
+
+    async def _executor_write_direct(
+        self, index: int, fn: Callable[..., Any], args: tuple[Any, ...], direct: bool = True
+    ) -> Any:
+        executor = self._executor
+        if executor is None:
+            raise self._closed_error()
+        return await executor.write(index, fn, args, direct=direct)
+
+    async def delete(self, key: Key) -> bool:
+        """Delete ``key``; True if a live entry was removed."""
+        if not self._ready:
+            await self._ensure_open()
+        kb, shard = self._route(key)
+        deleted: bool = await self._executor_write_direct(shard.index, ops.op_delete, (kb,))
+        if deleted:
+            self._deletes += 1
+        return deleted
+
+    async def pop(self, key: Key, default: Any = None) -> Any:
+        """Atomically get and delete ``key``; ``default`` when it is missing."""
+        if not self._ready:
+            await self._ensure_open()
+        kb, shard = self._route(key)
+        got = await self._executor_write_direct(shard.index, ops.op_pop, (kb,))
+        if got is None:
+            self._misses += 1
+            return default
+        value = self._value(shard, kb, (got[0], got[1], None, None, None, 0.0), None)
+        if value is _MISS:
+            return default
+        self._hits += 1
+        self._deletes += 1
+        return value
+
+    async def touch(self, key: Key, *, ttl: TTL) -> bool:
+        """Reset the expiry of a live entry; False if it is missing."""
+        if not self._ready:
+            await self._ensure_open()
+        kb, shard = self._route(key)
+        expire = expire_at(ttl, self._default_ttl, time.time())
+        touched: bool = await self._executor_write_direct(
+            shard.index, ops.op_touch, (kb, expire, expire)
+        )
+        return touched
+
+    async def incr(self, key: Key, delta: int = 1, *, default: int | None = 0) -> int:
+        """Add ``delta`` atomically (across tasks and processes); a missing key starts at
+        ``default`` (``None``: ``KeyError``). The value must be an int."""
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise TypeError(f"delta must be an int, not {type(delta).__name__}")
+        if default is not None and (isinstance(default, bool) or not isinstance(default, int)):
+            raise TypeError(f"default must be an int or None, not {type(default).__name__}")
+        if not self._ready:
+            await self._ensure_open()
+        kb, shard = self._route(key)
+        value: int = await self._executor_write_direct(
+            shard.index, ops.op_incr, (kb, delta, default, self._codec)
+        )
+        return value
+
+    async def decr(self, key: Key, delta: int = 1, *, default: int | None = 0) -> int:
+        """``incr(key, -delta)``."""
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise TypeError(f"delta must be an int, not {type(delta).__name__}")
+        return await self.incr(key, -delta, default=default)
+
+    async def set_many(
+        self, mapping: Mapping[Key, Any], *, ttl: TTL = DEFAULT, tag: str | None = None
+    ) -> None:
+        """Store every item; all are encoded (and checked) before anything is written."""
+        if not self._ready:
+            await self._ensure_open()
+        now = time.time()
+        encoded = [self._encode(k, v, ttl, tag, 0, now) for k, v in mapping.items()]
+        executor = self._executor
+        assert executor is not None
+        futures = [executor.submit(index, ops.op_set, args) for index, args, _ in encoded]
+        await _gather_all(futures)
+        self._sets += len(futures)
+
+    async def delete_many(self, keys: Iterable[Key]) -> int:
+        """Delete every key; the number of live entries removed."""
+        if not self._ready:
+            await self._ensure_open()
+        routed = [self._route(k) for k in keys]
+        executor = self._executor
+        assert executor is not None
+        futures = [executor.submit(s.index, ops.op_delete, (kb,)) for kb, s in routed]
+        deleted: int = sum(await _gather_all(futures))
+        self._deletes += deleted
+        return deleted
+
+    async def _on_every_shard(self, fn: Callable[..., Any], args: tuple[Any, ...] = ()) -> int:
+        if not self._ready:
+            await self._ensure_open()
+        executor = self._executor
+        assert executor is not None
+        futures = [executor.submit(i, fn, args) for i in range(self._n)]
+        return sum(await _gather_all(futures))
+
+    async def evict(self, tag: str) -> int:
+        """Delete every entry stored with ``tag``; the number of live entries removed."""
+        if type(tag) is not str:
+            raise TypeError(f"tag must be a str, not {type(tag).__name__}")
+        removed = await self._on_every_shard(ops.op_evict, (tag,))
+        self._deletes += removed
+        return removed
+
+    async def expire(self) -> int:
+        """Purge expired entries now; how many were removed."""
+        return await self._on_every_shard(ops.op_expire)
+
+    async def clear(self) -> int:
+        """Delete everything; the number of live entries removed."""
+        removed = await self._on_every_shard(ops.op_clear)
+        for shard in self._shards:
+            shard.clear_near()
+        return removed
+
+    # -- stampede primitives (the CacheBackend seam) -------------------------------------
+    async def acquire_lease(self, key: Key, owner: str, duration: float) -> bool:
+        """Take or renew the compute lease of ``key`` (across processes); False if held."""
+        if not self._ready:
+            await self._ensure_open()
+        kb, shard = self._route(key)
+        taken: bool = await self._executor_write_direct(
+            shard.index, ops.op_lease, (kb, owner, float(duration))
+        )
+        return taken
+
+    async def release_lease(self, key: Key, owner: str) -> None:
+        """Drop the lease of ``key`` if ``owner`` still holds it."""
+        if not self._ready:
+            await self._ensure_open()
+        kb, shard = self._route(key)
+        await self._executor_write_direct(shard.index, ops.op_release, (kb, owner))
+
+    def _note_stampede_wait(self) -> None:
+        self._stampede_waits += 1
+
+    async def get_or_set(
+        self,
+        key: Key,
+        factory: Callable[[], Awaitable[Any]],
+        *,
+        ttl: TTL = DEFAULT,
+        tag: str | None = None,
+        stale_ttl: float = 0,
+        lock_timeout: float = 30.0,
+    ) -> Any:
+        """The value of ``key``; on a miss, ``await factory()`` computes and stores it.
+
+        Stampede-protected exactly like ``@acached``: one task in one process computes,
+        the others wait for its result (or get the stale value within ``stale_ttl``).
+        """
+        from ._stampede import get_or_compute
+
+        return await get_or_compute(
+            self,
+            key,
+            factory,
+            ttl=ttl,
+            tag=tag,
+            stale_ttl=stale_ttl,
+            lock_timeout=lock_timeout,
+        )
+
+    # -- whole-cache reads --------------------------------------------------------------
+    async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
+        if not self._ready:
+            await self._ensure_open()
+        assert self._pool is not None
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def count(self) -> int:
+        """The number of live entries."""
+        now = time.time()
+        counts = [
+            await self._in_pool(_fetch_one, shard, sql.COUNT_LIVE, (now,)) for shard in self._shards
+        ]
+        return sum(counts)
+
+    async def volume(self) -> int:
+        """Bytes the entries take: keys, values (value files included) and row overhead."""
+        sizes = [await self._in_pool(_fetch_one, s, sql.VOLUME, ()) for s in self._shards]
+        return sum(sizes)
+
+    async def stats(self, *, reset: bool = False) -> CacheStats:
+        """Counters of this process since open (or the last reset) and the cache's size."""
+        now = time.time()
+        per_shard = []
+        assert self._executor is not None or not self._ready
+        for shard in self._shards if self._ready else []:
+            count = await self._in_pool(_fetch_one, shard, sql.COUNT_LIVE, (now,))
+            volume = await self._in_pool(_fetch_one, shard, sql.VOLUME, ())
+            depth = self._executor.depth(shard.index) if self._executor else 0
+            per_shard.append(ShardStats(shard.index, count, volume, depth))
+        if not self._ready:
+            await self._ensure_open()
+            return await self.stats(reset=reset)
+        result = CacheStats(
+            hits=self._hits,
+            misses=self._misses,
+            sets=self._sets,
+            deletes=self._deletes,
+            evictions=sum(s.evictions for s in self._shards) - self._evictions0,
+            expirations=sum(s.expirations for s in self._shards) - self._expirations0,
+            stampede_waits=self._stampede_waits,
+            count=sum(s.count for s in per_shard),
+            volume=sum(s.volume for s in per_shard),
+            near_hits=self._near_hits,
+            shards=per_shard,
+        )
+        if reset:
+            self._reset_counters()
+        return result
+
+    async def keys(self) -> AsyncIterator[Any]:
+        """Iterate over the live keys, shard by shard, in chunks (safe while writing)."""
+        async for kb, _row in self._scan(sql.KEYS_AFTER):
+            yield decode_key(kb)
+
+    async def items(self) -> AsyncIterator[tuple[Any, Any]]:
+        """Iterate over ``(key, value)`` pairs of live entries."""
+        async for kb, row in self._scan(sql.ITEMS_AFTER):
+            shard = self._shards[zlib.crc32(kb) % self._n]
+            value = self._value(shard, kb, row, None)
+            if value is not _MISS:
+                yield decode_key(kb), value
+
+    async def _scan(self, stmt: str) -> AsyncIterator[tuple[bytes, Row]]:
+        if not self._ready:
+            await self._ensure_open()
+        for shard in self._shards:
+            after = b""
+            while True:
+                rows = await self._in_pool(_fetch, shard, stmt, [after, time.time(), _CHUNK])
+                for key, *rest in rows:
+                    yield key, (*rest, None, 0.0)
+                if len(rows) < _CHUNK:
+                    break
+                after = rows[-1][0]
+
+    async def check(self, *, fix: bool = False) -> CheckReport:
+        """Check integrity (SQLite, value files, size accounting); repair with ``fix=True``."""
+        if not self._ready:
+            await self._ensure_open()
+        if fix:
+            await self._on_every_shard(ops.op_flush)
+        report = await self._in_pool(check_shards, self._shards, fix)
+        if fix:
+            for shard in self._shards:
+                shard.clear_near()
+        return report
+
+    async def vacuum(self) -> None:
+        """Reclaim free space in every shard file (rewrites the files)."""
+        await self._in_pool(vacuum_shards, self._shards)
+
+
+class _Miss:
+    def __repr__(self) -> str:
+        return "<miss>"
+
+
+_MISS: Final = _Miss()
+
+
+def _fetch(shard: Shard, stmt: str, params: Any) -> list[Any]:
+    try:
+        return shard.thread_reader().execute(stmt, params).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise shard._corrupt(exc) from exc
+
+
+def _fetch_one(shard: Shard, stmt: str, params: Any) -> Any:
+    return _fetch(shard, stmt, params)[0][0]
+
+
+async def _gather_all(futures: list[asyncio.Future[Any]]) -> list[Any]:
+    """Await every future (none is left unobserved), then raise the first error."""
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results

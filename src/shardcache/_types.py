@@ -1,0 +1,161 @@
+"""Shared types: the cache Protocol integrations depend on, keys, and plain records.
+
+The Protocol is the seam between the engine and everything built on it (``@acached``, the
+ASGI middleware, the aiohttp session): they accept any object that implements it, so another
+backend (Redis) plugs in unchanged and the stampede algorithm is written once.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol, TypeVar, runtime_checkable
+
+import msgspec
+
+__all__ = [
+    "DEFAULT",
+    "MISSING",
+    "CacheBackend",
+    "CacheStats",
+    "CheckReport",
+    "Entry",
+    "Key",
+    "ShardStats",
+]
+
+T = TypeVar("T")
+
+
+class _Sentinel(enum.Enum):
+    MISSING = enum.auto()
+    DEFAULT = enum.auto()
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: "Absent": ``None`` is a value in shardcache, so absence needs its own marker.
+MISSING: Final = _Sentinel.MISSING
+#: "Not given": for options such as ``ttl`` where ``None`` means "never expires".
+DEFAULT: Final = _Sentinel.DEFAULT
+
+Missing = _Sentinel
+#: A key: ``str``, ``bytes``, ``int``, ``float`` or a tuple of keys.
+Key = str | bytes | int | float | tuple[Any, ...]
+#: ``ttl`` as the options accept it: seconds, ``None`` (never expires) or ``DEFAULT``.
+TTL = float | int | None | _Sentinel
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """A stored value with its timing, as the stampede machinery needs it.
+
+    ``expire_time`` is a Unix timestamp (``None``: never expires). An entry with
+    ``expire_time`` in the past is *stale*: it is returned by ``get_entry`` only while it is
+    inside the ``stale_ttl`` window it was stored with.
+    """
+
+    value: Any
+    expire_time: float | None
+    store_time: float
+
+
+class ShardStats(msgspec.Struct, frozen=True):
+    """Per-shard detail in :class:`CacheStats`."""
+
+    index: int
+    count: int
+    volume: int
+    queue_depth: int
+
+
+class CacheStats(msgspec.Struct, frozen=True):
+    """Counters and sizes returned by :meth:`AsyncCache.stats`.
+
+    Counters count since the cache was opened (or since ``stats(reset=True)``) in this
+    process; ``count`` and ``volume`` describe the whole cache as every process sees it.
+    """
+
+    hits: int
+    misses: int
+    sets: int
+    deletes: int
+    evictions: int
+    expirations: int
+    stampede_waits: int
+    count: int
+    volume: int
+    near_hits: int
+    shards: list[ShardStats]
+
+    @property
+    def queue_depth(self) -> list[int]:
+        """Pending writes per shard."""
+        return [s.queue_depth for s in self.shards]
+
+
+class CheckReport(msgspec.Struct):
+    """Result of :meth:`AsyncCache.check`: ``ok`` when no problem was found."""
+
+    problems: list[str] = msgspec.field(default_factory=list)
+    fixed: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the check found nothing wrong."""
+        return not self.problems
+
+
+@runtime_checkable
+class CacheBackend(Protocol):
+    """The small surface that ``@acached``, the middleware and the session depend on.
+
+    Besides the user-facing calls it has three primitives for stampede protection:
+
+    * ``get_entry(key)`` -> :class:`Entry` or ``None``: like ``get`` but returns the expiry
+      too, and also returns an *expired* entry while it is within the ``stale_ttl`` it was
+      stored with (``set(..., stale_ttl=s)`` keeps it that long past expiry).
+    * ``acquire_lease(key, owner, duration)`` -> bool: atomically (across tasks and processes)
+      take or renew the lease for computing ``key``; False when another owner holds a lease
+      that has not yet expired.
+    * ``release_lease(key, owner)``: drop the lease if ``owner`` still holds it.
+    """
+
+    async def get(self, key: Key, default: Any = None, *, type: Any = None) -> Any: ...
+
+    async def set(
+        self,
+        key: Key,
+        value: Any,
+        *,
+        ttl: TTL = DEFAULT,
+        tag: str | None = None,
+        stale_ttl: float = 0,
+    ) -> None: ...
+
+    async def add(
+        self, key: Key, value: Any, *, ttl: TTL = DEFAULT, tag: str | None = None
+    ) -> bool: ...
+
+    async def delete(self, key: Key) -> bool: ...
+
+    async def evict(self, tag: str) -> int: ...
+
+    async def get_or_set(
+        self,
+        key: Key,
+        factory: Callable[[], Awaitable[Any]],
+        *,
+        ttl: TTL = DEFAULT,
+        tag: str | None = None,
+        stale_ttl: float = 0,
+        lock_timeout: float = 30.0,
+    ) -> Any: ...
+
+    async def get_entry(self, key: Key, *, type: Any = None) -> Entry | None: ...
+
+    async def acquire_lease(self, key: Key, owner: str, duration: float) -> bool: ...
+
+    async def release_lease(self, key: Key, owner: str) -> None: ...
+
+    async def aclose(self) -> None: ...
