@@ -1,35 +1,59 @@
-"""``@acached``: memoize coroutine functions in a persistent cache, stampede-protected."""
+"""``@acached``: memoize coroutine functions in a persistent cache, stampede-protected.
+
+The key of a call is ``acached:<module>.<qualname>:v<version>:<digest>``, where the digest is a
+BLAKE2b of the arguments bound to the signature (defaults applied, so ``f(1)``, ``f(x=1)``
+and ``f(1, y=2)`` with ``y=2`` the default are one call), each encoded with msgspec in
+deterministic order (dict keys and sets sorted). No ``hash()`` and no ``repr()`` take part,
+so keys agree across processes, restarts and ``PYTHONHASHSEED`` values.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import builtins
 import functools
 import hashlib
 import inspect
+import logging
+import os
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import msgspec
 
 from ._errors import CacheError, ConfigurationError
 from ._keys import encode_key
 from ._options import check_ttl
-from ._stampede import _warn_once, get_or_compute
+from ._stampede import _check_lock_timeout, _warn_once, get_or_compute
 from ._types import DEFAULT, TTL, CacheBackend, Key
 
-__all__ = ["CachedFunction", "acached", "default_cache"]
+__all__ = ["BoundCachedFunction", "CachedFunction", "acached", "default_cache"]
 
 P = ParamSpec("P")
+P2 = ParamSpec("P2")
 R = TypeVar("R")
+S = TypeVar("S")
+
+logger = logging.getLogger("shardcache")
 
 _arg_encoder = msgspec.msgpack.Encoder(order="deterministic")
+_BIGINT_EXT = 1
 _default: Any = None
 _default_lock = threading.Lock()
 
 
 def default_cache() -> Any:
-    """The process-wide default :class:`AsyncCache` (``$SHARDCACHE_DIR`` or the user cache
-    directory), created on first use; its queued writes are committed at interpreter exit."""
+    """The process-wide default :class:`AsyncCache`, created on first use.
+
+    Its directory is ``$SHARDCACHE_DIR``, else the platform user cache directory +
+    ``shardcache/default``. It opens lazily at its first operation and is closed at
+    interpreter exit after committing every queued write. Example::
+
+        @acached            # no cache given: default_cache()
+        async def f(x: int) -> int: ...
+    """
     global _default
     with _default_lock:
         if _default is None or _default._state == "closed":
@@ -39,19 +63,72 @@ def default_cache() -> Any:
         return _default
 
 
+@atexit.register
+def _close_default_at_exit() -> None:
+    # Registered after the engine's own exit hook, so it runs first (atexit is LIFO): a
+    # proper aclose() commits queued writes and closes the files, and the cache does not
+    # warn "never closed" at shutdown. If that is impossible (a loop still running in this
+    # thread, tasks of a dead loop), the engine's hook still commits the queued writes.
+    cache = _default
+    if cache is None or cache._state != "open" or cache._pid != os.getpid():
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return  # a loop is running in this thread: aclose() cannot be awaited from here
+    if any(not task.done() for task in cache._tasks):
+        return
+    try:
+        asyncio.run(cache.aclose())
+    except Exception:
+        logger.debug("closing the default cache at exit failed", exc_info=True)
+
+
 def _is_async(func: Any) -> bool:
     while isinstance(func, functools.partial):
         func = func.func
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-        getattr(func, "__call__", None)  # noqa: B004 - an async __call__ counts
+    if inspect.iscoroutinefunction(func):
+        return True
+    # A callable object with an ``async def __call__`` counts (not a class: calling a class
+    # builds an instance).
+    return not isinstance(func, type) and inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - the method itself is what we inspect
     )
+
+
+def _widen_ints(value: Any) -> Any:
+    """Replace ints MessagePack cannot hold (beyond 64 bits) by a private extension."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**63) <= value < 2**64:
+            return msgspec.msgpack.Ext(_BIGINT_EXT, str(int(value)).encode())
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_widen_ints(item) for item in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((_widen_ints(item) for item in value), key=_arg_encoder.encode)
+    if isinstance(value, dict):
+        return {_arg_encoder.encode(_widen_ints(k)): _widen_ints(v) for k, v in value.items()}
+    return value
+
+
+def _encode_arg(value: Any) -> bytes:
+    try:
+        return _arg_encoder.encode(value)
+    except OverflowError:
+        return _arg_encoder.encode(_widen_ints(value))
 
 
 class CachedFunction(Generic[P, R]):
     """A coroutine function wrapped by ``@acached``: call it like the original.
 
-    It also offers ``cache_key(*a, **kw)``, ``await invalidate(*a, **kw)`` and
-    ``await refresh(*a, **kw)``; ``__wrapped__`` is the original function.
+    It keeps the original's signature, docstring and type hints (``__wrapped__`` is the
+    original function), and adds::
+
+        get_user.cache_key(42)          # the key of that call (a str)
+        await get_user.invalidate(42)   # delete the cached result; True if there was one
+        await get_user.refresh(42)      # call the function now and store the result
     """
 
     def __init__(
@@ -70,20 +147,42 @@ class CachedFunction(Generic[P, R]):
         early_refresh: float | None,
         type: Any,
     ) -> None:
+        name = getattr(func, "__qualname__", None) or builtins.type(func).__qualname__
         if not _is_async(func):
             raise TypeError(
-                f"@acached needs an async function, and {getattr(func, '__qualname__', func)!r} "
-                "is not one; for plain functions use the sync @cached (coming with "
-                "shardcache.Cache)"
+                f"@acached needs an async function, and {name!r} is not one; for plain "
+                "functions use the sync @cached (coming with shardcache.Cache)"
+            )
+        if cache is not None and not isinstance(cache, CacheBackend):
+            raise TypeError(
+                f"@acached(cache=...) needs an AsyncCache or another CacheBackend, not "
+                f"{builtins.type(cache).__name__}"
             )
         if ttl is not DEFAULT:
             check_ttl(ttl)
         if check_ttl(stale_ttl, "stale_ttl") is None:
-            raise ConfigurationError("stale_ttl must be a finite number of seconds")
-        if not lock_timeout > 0:
-            raise ConfigurationError(f"lock_timeout={lock_timeout!r}: expected seconds > 0")
+            raise ConfigurationError(
+                f"stale_ttl={stale_ttl!r}: expected a finite number of seconds >= 0"
+            )
+        self._lock_timeout = _check_lock_timeout(lock_timeout)
+        if early_refresh is not None and (
+            isinstance(early_refresh, bool)
+            or not isinstance(early_refresh, (int, float))
+            or not 0 < early_refresh < float("inf")
+        ):
+            raise ConfigurationError(
+                f"early_refresh={early_refresh!r}: expected None or a beta > 0 (1.0 is usual)"
+            )
+        if tag is not None and builtins.type(tag) is not str:
+            raise TypeError(f"tag must be a str or None, not {builtins.type(tag).__name__}")
+        if key is not None and not callable(key):
+            raise TypeError(f"key= must be a callable returning a cache key, not {key!r}")
+        if cache_if is not None and not callable(cache_if):
+            raise TypeError(f"cache_if= must be a callable taking the result, not {cache_if!r}")
         functools.update_wrapper(self, func)
         self.__wrapped__ = func
+        if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
+            inspect.markcoroutinefunction(self)
         self._func = func
         self._cache = cache
         self._ttl = ttl
@@ -91,23 +190,49 @@ class CachedFunction(Generic[P, R]):
         self._stale_ttl = stale_ttl
         self._key = key
         self._cache_if = cache_if
-        self._lock_timeout = lock_timeout
         self._early = early_refresh
         self._type = type
+        self._name = name
         self._signature = inspect.signature(func)
+        self._ignore = self._check_ignore(ignore)
+        module = getattr(func, "__module__", None) or builtins.type(func).__module__
+        self._prefix = f"acached:{module}.{name}:v{version}:"
+
+    def _check_ignore(self, ignore: Iterable[str | int]) -> frozenset[str]:
         params = list(self._signature.parameters)
-        self._ignore = {params[i] if isinstance(i, int) else i for i in ignore}
-        self._qualname: str = getattr(func, "__qualname__", repr(func))
-        self._prefix = f"acached:{getattr(func, '__module__', '')}.{self._qualname}:v{version}:"
+        names = set()
+        for item in ignore:
+            if isinstance(item, int) and not isinstance(item, bool):
+                if not -len(params) <= item < len(params):
+                    raise ConfigurationError(
+                        f"ignore={item!r}: {self._name}() has {len(params)} parameters "
+                        f"({', '.join(params)})"
+                    )
+                names.add(params[item])
+            elif isinstance(item, str):
+                if item not in params:
+                    raise ConfigurationError(
+                        f"ignore={item!r}: {self._name}() has no such parameter; its "
+                        f"parameters are: {', '.join(params) or '(none)'}"
+                    )
+                names.add(item)
+            else:
+                raise TypeError(f"ignore= takes parameter names or positions, not {item!r}")
+        return frozenset(names)
 
     @property
     def cache(self) -> CacheBackend:
-        """The cache this function stores its results in."""
-        cache: CacheBackend = self._cache if self._cache is not None else default_cache()
+        """The cache this function stores its results in (the default cache if none given)."""
+        if self._cache is not None:
+            return self._cache
+        cache: CacheBackend = default_cache()
         return cache
 
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> Key:
-        """The cache key of a call: stable across processes, restarts and hash seeds."""
+        """The cache key of a call: stable across processes, restarts and hash seeds.
+
+        ``TypeError`` (naming the argument) when an argument cannot be part of a key.
+        """
         if self._key is not None:
             custom = self._key(*args, **kwargs)
             encode_key(custom)  # a TypeError now, not at the first write
@@ -115,18 +240,18 @@ class CachedFunction(Generic[P, R]):
         try:
             bound = self._signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise TypeError(f"{self._qualname}(): {exc}") from None
+            raise TypeError(f"{self._name}(): {exc}") from None
         bound.apply_defaults()
         parts = []
         for name, value in bound.arguments.items():
             if name in self._ignore:
                 continue
             try:
-                parts.append(_arg_encoder.encode(value))
-            except (TypeError, OverflowError) as exc:
+                parts.append(_encode_arg(value))
+            except (TypeError, ValueError) as exc:
                 raise TypeError(
-                    f"{self._qualname}(): argument {name!r} of type {type(value).__name__} "
-                    f"cannot be part of a cache key ({exc}); pass key= or ignore="
+                    f"{self._name}(): argument {name!r} of type {builtins.type(value).__name__} "
+                    f"cannot be part of a cache key ({exc}); pass key= or ignore=({name!r},)"
                 ) from None
         digest = hashlib.blake2b(_arg_encoder.encode(parts), digest_size=16).hexdigest()
         return self._prefix + digest
@@ -154,55 +279,80 @@ class CachedFunction(Generic[P, R]):
         return result
 
     async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
-        """Delete the cached result of this call; True if there was one."""
+        """Delete the cached result of this call; True if there was one.
+
+        Unlike a call, this is cache management: a failing cache raises.
+        """
         return await self.cache.delete(self.cache_key(*args, **kwargs))
 
     async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Call the function now and store its result, whatever is cached."""
+        """Call the function now and store its result, whatever is cached (fail open)."""
+        key = self.cache_key(*args, **kwargs)
         value = await self._func(*args, **kwargs)
         if self._cache_if is None or self._cache_if(value):
             try:
-                await self.cache.set(
-                    self.cache_key(*args, **kwargs),
-                    value,
-                    ttl=self._ttl,
-                    tag=self._tag,
-                    stale_ttl=self._stale_ttl,
-                )
-            except CacheError as exc:
-                _warn_once("write", exc)
+                cache = self.cache
+                await cache.set(key, value, ttl=self._ttl, tag=self._tag, stale_ttl=self._stale_ttl)
+            except Exception as exc:
+                _warn_once("write", exc, self._cache)
         return value
+
+    @overload
+    def __get__(self, instance: None, owner: Any = None) -> CachedFunction[P, R]: ...
+    @overload
+    def __get__(
+        self: CachedFunction[Concatenate[S, P2], R], instance: S, owner: Any = None
+    ) -> BoundCachedFunction[P2, R]: ...
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         # Methods: bind like a function, keeping cache_key/invalidate/refresh.
         if instance is None:
             return self
-        return _BoundCached(self, instance)
+        return BoundCachedFunction(self, instance, owner)
 
     def __repr__(self) -> str:
-        return f"<acached {self._qualname}>"
+        return f"<acached {self._name}>"
 
 
-class _BoundCached:
-    """``obj.method`` for an ``@acached`` method."""
+class BoundCachedFunction(Generic[P, R]):
+    """``obj.method`` for an ``@acached`` method: the instance is passed as first argument.
 
-    def __init__(self, cached: CachedFunction[..., Any], instance: Any) -> None:
+    Example::
+
+        class Users:
+            @acached(cache, ignore=("self",))
+            async def get(self, user_id: int) -> dict: ...
+
+        await Users().get(1); Users().get.cache_key(1)
+    """
+
+    def __init__(self, cached: CachedFunction[..., Any], instance: Any, owner: Any) -> None:
         self._cached = cached
         self._instance = instance
-        self.__wrapped__ = cached.__wrapped__
         functools.update_wrapper(self, cached.__wrapped__)
+        self.__wrapped__ = cached.__wrapped__.__get__(instance, owner)
+        if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
+            inspect.markcoroutinefunction(self)
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._cached(self._instance, *args, **kwargs)
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = await self._cached(self._instance, *args, **kwargs)
+        return result
 
-    def cache_key(self, *args: Any, **kwargs: Any) -> Key:
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> Key:
+        """The cache key of this call (see :meth:`CachedFunction.cache_key`)."""
         return self._cached.cache_key(self._instance, *args, **kwargs)
 
-    async def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+    async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Delete the cached result of this call; True if there was one."""
         return await self._cached.invalidate(self._instance, *args, **kwargs)
 
-    async def refresh(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._cached.refresh(self._instance, *args, **kwargs)
+    async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the method now and store its result."""
+        result: R = await self._cached.refresh(self._instance, *args, **kwargs)
+        return result
+
+    def __repr__(self) -> str:
+        return f"<bound acached {self._cached._name} of {self._instance!r}>"
 
 
 @overload
@@ -244,17 +394,28 @@ def acached(
 
     Example::
 
-        @acached(ttl=60)
+        @acached                      # the default cache, no expiry
         async def fetch_user(user_id: int) -> dict: ...
 
         @acached(cache, ttl=300, stale_ttl=60, ignore=("self",))
         async def summarize(self, text: str) -> str: ...
 
+    Options: ``ttl`` (seconds; ``None`` never expires; omitted: the cache's
+    ``default_ttl``), ``tag`` (for ``cache.evict(tag)``), ``stale_ttl`` (serve an expired
+    result that long while one background task refreshes it), ``key`` (a callable of the
+    same arguments returning the cache key, used as is), ``version`` (bump it to drop old
+    results), ``ignore`` (parameter names or positions left out of the key, e.g.
+    ``("self",)``), ``cache_if`` (a predicate on the result: False returns it without
+    storing it), ``lock_timeout`` (the longest a caller waits for another's computation),
+    ``early_refresh`` (XFetch beta: refresh a fresh entry early, with a probability rising
+    near its expiry), ``type`` (decode the stored result into this type).
+
     On a miss exactly one caller (one task in one process, one process per cache
-    directory) runs the function; the others await its result. If the cache fails, the
-    function is still called (fail open) and the failure is logged.
+    directory) runs the function; the others await its result. Exceptions are never
+    cached. If the cache fails, the function is still called (fail open) and the failure
+    is logged once. Decorating a non-async function raises ``TypeError``.
     """
-    options = dict(
+    options: dict[str, Any] = dict(
         ttl=ttl,
         tag=tag,
         stale_ttl=stale_ttl,
@@ -272,4 +433,9 @@ def acached(
     def decorate(func: Callable[P, Awaitable[R]]) -> CachedFunction[P, R]:
         return CachedFunction(func, cache, **options)
 
+    if cache is not None and not isinstance(cache, CacheBackend):
+        raise TypeError(
+            "acached(cache, ...) needs an AsyncCache or another CacheBackend, not "
+            f"{builtins.type(cache).__name__}"
+        )
     return decorate

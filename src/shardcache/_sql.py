@@ -60,6 +60,7 @@ ROW_OVERHEAD: Final = 64
 GET: Final = (
     "SELECT value, fmt, expire_time, file, purge_time, store_time FROM entries WHERE key = ?"
 )
+GET_VALUE: Final = "SELECT value, fmt, expire_time, file FROM entries WHERE key = ?"
 GET_MANY: Final = (
     "SELECT key, value, fmt, expire_time, file, purge_time, store_time FROM entries "
     "WHERE key IN ({})"

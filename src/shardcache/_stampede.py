@@ -1,18 +1,29 @@
 """Stampede protection, written once for ``get_or_set``, ``@acached`` and the integrations.
 
-Three layers, each bounded by ``lock_timeout``:
+Three layers, each bounded by ``lock_timeout``::
+
+    caller A        caller B         flight task (one per loop+cache+key)     other process
+       |  miss         |                    |                                      |
+       |--start------------------------>    |--acquire_lease(key)--> SQLite <--lease?--|
+       |               |--join (waits)-->   |   (owner, deadline)        lost: re-read with
+       |               |                    |--factory()                 backoff + jitter,
+       |               |                    |--set(key, value)           retry the lease
+       |<------- value ------------------ --|--release_lease           <--value------|
 
 1. In one process, one *flight* per key: the first caller starts a shared task that fills
-   the key; later callers await the same task (``asyncio.shield``, with a waiter count as in
-   async-lru: cancelling one waiter never cancels the work, cancelling the last one does).
-   An exception reaches every waiter of that flight once and is not cached.
+   the key; later callers await the same task (a waiter count as in async-lru: cancelling one
+   caller never cancels the work, cancelling the last one does). An exception reaches every
+   waiter of that flight once and is not cached. If the flight itself ends cancelled while
+   callers still want the value, the first of them to wake starts a new flight and the others
+   join it. A caller that joined someone else's flight waits at most ``lock_timeout``, then
+   computes itself.
 2. Across processes, a *lease* row in the key's shard (owner, deadline), taken atomically.
    A process that loses the race re-reads the key with backoff and jitter until the winner
-   has stored it; it computes itself only when ``lock_timeout`` runs out, so a crashed
-   leader (whose lease simply expires) never blocks anyone forever.
+   has stored it, retrying the lease now and then; it computes when the lease expires (a
+   crashed leader's lease simply does) or when its own ``lock_timeout`` runs out.
 3. ``stale_ttl``: an expired entry inside its stale window is returned at once while one
-   background flight refreshes it; a failed refresh is logged and the stale value keeps
-   being served until the window ends.
+   background flight refreshes it (owned by the cache, so ``aclose()`` drains it); a failed
+   refresh is logged and the stale value keeps being served until the window ends.
 
 With ``fail_open`` (the decorator and the HTTP integrations) a failing cache is logged once
 per cause and the function is still called: the caller never sees the cache's exception.
@@ -21,17 +32,19 @@ per cause and the function is still called: the caller never sees the cache's ex
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import random
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from ._errors import CacheError
+from ._errors import ConfigurationError
 from ._keys import encode_key
-from ._types import DEFAULT, TTL, CacheBackend, Entry, Key
+from ._types import DEFAULT, MISSING, TTL, CacheBackend, Entry, Key
 
 __all__ = ["get_or_compute"]
 
@@ -40,33 +53,101 @@ logger = logging.getLogger("shardcache")
 _OWNER_PREFIX: Final = uuid.uuid4().hex[:12]
 _FIRST_DELAY = 0.002
 _MAX_DELAY = 0.1
-_warned: set[str] = set()
+
+# Causes already warned about, per backend (weakly: a closed cache takes its set along).
+_warned: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_warned_unkeyed: set[str] = set()
+# Lease releases scheduled from a done-callback (a cancelled acquire): kept referenced.
+_cleanups: set[asyncio.Task[None]] = set()
 
 
-def _warn_once(what: str, exc: BaseException) -> None:
-    cause = f"{what}:{type(exc).__name__}"
-    if cause not in _warned:
-        _warned.add(cause)
+def _warn_once(what: str, exc: BaseException, backend: Any = None) -> None:
+    """Log a fail-open cache failure once per backend and exception type."""
+    cause = type(exc).__qualname__
+    try:
+        seen = _warned.setdefault(backend, set()) if backend is not None else _warned_unkeyed
+    except TypeError:  # a backend that cannot be weakly referenced
+        seen = _warned_unkeyed
+    if cause not in seen:
+        seen.add(cause)
         logger.warning("shardcache %s failed; calling through (fail open): %r", what, exc)
+
+
+class _Job:
+    """What a flight needs to fill one key: the backend, the factory and the options."""
+
+    __slots__ = (
+        "backend",
+        "cache_if",
+        "factory",
+        "fail_open",
+        "kb",
+        "key",
+        "lock_timeout",
+        "stale_ttl",
+        "tag",
+        "ttl",
+        "type",
+    )
+
+    def __init__(
+        self,
+        backend: CacheBackend,
+        key: Key,
+        kb: bytes,
+        factory: Callable[[], Awaitable[Any]],
+        ttl: TTL,
+        tag: str | None,
+        stale_ttl: float,
+        lock_timeout: float,
+        cache_if: Callable[[Any], bool] | None,
+        fail_open: bool,
+        type: Any,
+    ) -> None:
+        self.backend = backend
+        self.key = key
+        self.kb = kb
+        self.factory = factory
+        self.ttl = ttl
+        self.tag = tag
+        self.stale_ttl = stale_ttl
+        self.lock_timeout = lock_timeout
+        self.cache_if = cache_if
+        self.fail_open = fail_open
+        self.type = type
 
 
 class _Flight:
     """One in-process computation of a key, shared by every caller that wants it."""
 
-    __slots__ = ("task", "waiters")
+    __slots__ = ("background", "task", "waiters")
 
-    def __init__(self, task: asyncio.Task[Any]) -> None:
+    def __init__(self, task: asyncio.Task[Any], background: bool) -> None:
         self.task = task
+        self.background = background
         self.waiters = 0
 
 
-_flights: dict[tuple[int, int, bytes], _Flight] = {}
+_FlightKey = tuple[int, int, bytes]
+_flights: dict[_FlightKey, _Flight] = {}
 # Recent compute durations per key, for the probabilistic early refresh (XFetch).
 _durations: dict[tuple[int, bytes], float] = {}
 
 
 def _fresh(entry: Entry | None, now: float) -> bool:
     return entry is not None and (entry.expire_time is None or entry.expire_time > now)
+
+
+def _check_lock_timeout(lock_timeout: Any) -> float:
+    if (
+        isinstance(lock_timeout, bool)
+        or not isinstance(lock_timeout, (int, float))
+        or not 0 < lock_timeout < math.inf
+    ):
+        raise ConfigurationError(
+            f"lock_timeout={lock_timeout!r}: expected a finite number of seconds > 0"
+        )
+    return float(lock_timeout)
 
 
 async def get_or_compute(
@@ -89,177 +170,235 @@ async def get_or_compute(
     returned but not stored. ``early_refresh`` (beta, e.g. 1.0): refresh a fresh entry
     early with probability rising as it nears expiry (the XFetch rule).
     """
-    if lock_timeout is None or not lock_timeout > 0:
-        from ._errors import ConfigurationError
-
-        raise ConfigurationError(f"lock_timeout={lock_timeout!r}: expected seconds > 0")
-    kb = encode_key(key)
+    lock_timeout = _check_lock_timeout(lock_timeout)
+    if early_refresh is not None and not 0 < early_refresh < math.inf:
+        raise ConfigurationError(f"early_refresh={early_refresh!r}: expected a number > 0")
+    job = _Job(
+        backend,
+        key,
+        encode_key(key),
+        factory,
+        ttl,
+        tag,
+        stale_ttl,
+        lock_timeout,
+        cache_if,
+        fail_open,
+        type,
+    )
     try:
         entry = await backend.get_entry(key, type=type)
-    except CacheError as exc:
+    except Exception as exc:
         if not fail_open:
             raise
-        _warn_once("read", exc)
-        entry = None
+        _warn_once("read", exc, backend)
+        # The cache is down: still one computation per key in this process, nothing stored.
+        return await _wait(job, cache_ok=False)
+    if entry is None:
+        return await _wait(job, cache_ok=True)
     now = time.time()
-    args = (backend, key, kb, factory, ttl, tag, stale_ttl, lock_timeout, cache_if, fail_open, type)
-    if entry is not None:
-        if _fresh(entry, now):
-            if early_refresh and entry.expire_time is not None:
-                delta = _durations.get((id(backend), kb), 0.0)
-                if (
-                    delta
-                    and now - delta * early_refresh * math.log(random.random()) >= entry.expire_time
-                ):
-                    _start(args, background=True)
-            return entry.value
-        # Stale but inside its window: serve it now, refresh once in the background.
-        _start(args, background=True)
+    if _fresh(entry, now):
+        if early_refresh and entry.expire_time is not None:
+            delta = _durations.get((id(backend), job.kb), 0.0)
+            # XFetch: refresh when now - delta * beta * ln(u) >= expiry, u in (0, 1].
+            if delta and now - delta * early_refresh * math.log(1.0 - random.random()) >= (
+                entry.expire_time
+            ):
+                _flight(job, background=True, seen=entry.store_time)
         return entry.value
-    return await _join(_start(args, background=False), backend)
+    # Stale but inside its window: serve it now, refresh once in the background.
+    _flight(job, background=True, seen=entry.store_time)
+    return entry.value
 
 
-def _start(args: tuple[Any, ...], *, background: bool) -> _Flight:
-    backend, kb = args[0], args[2]
+def _flight(
+    job: _Job, *, background: bool, seen: float | None = None, cache_ok: bool = True
+) -> tuple[_Flight, bool]:
+    """The running flight of ``job``'s key, or a new one; True if this call started it."""
     loop = asyncio.get_running_loop()
-    fkey = (id(loop), id(backend), kb)
+    fkey = (id(loop), id(job.backend), job.kb)
     flight = _flights.get(fkey)
-    if flight is None:
-        task = loop.create_task(_fill(*args, background=background))
-        flight = _Flight(task)
-        _flights[fkey] = flight
-
-        def done(t: asyncio.Task[Any], fkey: tuple[int, int, bytes] = fkey) -> None:
-            if _flights.get(fkey) is flight:
-                del _flights[fkey]
-            if background and not t.cancelled() and t.exception() is not None:
-                logger.warning("shardcache background refresh failed", exc_info=t.exception())
-
-        task.add_done_callback(done)
-        if background:
-            spawn = getattr(backend, "_track", None)
-            if spawn is not None:
-                spawn(task)
-    elif not background:
-        note = getattr(backend, "_note_stampede_wait", None)
-        if note is not None:
-            note()
-    return flight
+    if flight is not None and not flight.task.done():
+        return flight, False
+    task = loop.create_task(_fill(job, background=background, seen=seen, cache_ok=cache_ok))
+    flight = _Flight(task, background)
+    _flights[fkey] = flight
+    task.add_done_callback(functools.partial(_landed, fkey, flight, job.key))
+    if background:
+        track = getattr(job.backend, "_track", None)
+        if track is not None:
+            track(task)  # owned by the cache: aclose() waits for it
+    return flight, True
 
 
-async def _join(flight: _Flight, backend: CacheBackend) -> Any:
-    flight.waiters += 1
-    try:
-        return await asyncio.shield(flight.task)
-    finally:
-        flight.waiters -= 1
-        if flight.waiters == 0 and not flight.task.done():
-            flight.task.cancel()  # the last waiter was cancelled: nobody wants the result
+def _landed(fkey: _FlightKey, flight: _Flight, key: Key, task: asyncio.Task[Any]) -> None:
+    if _flights.get(fkey) is flight:
+        del _flights[fkey]
+    if task.cancelled():
+        return
+    exc = task.exception()  # retrieved here too: waiters may all have timed out
+    if exc is not None and flight.background:
+        logger.warning(
+            "shardcache background refresh of %r failed; the stale value is served until "
+            "its stale_ttl ends",
+            key,
+            exc_info=exc,
+        )
 
 
-async def _fill(
-    backend: CacheBackend,
-    key: Key,
-    kb: bytes,
-    factory: Callable[[], Awaitable[Any]],
-    ttl: TTL,
-    tag: str | None,
-    stale_ttl: float,
-    lock_timeout: float,
-    cache_if: Callable[[Any], bool] | None,
-    fail_open: bool,
-    type: Any,
-    *,
-    background: bool,
-) -> Any:
+def _forget(flight: _Flight) -> None:
+    for fkey, found in list(_flights.items()):
+        if found is flight:
+            del _flights[fkey]
+
+
+def _note_wait(backend: CacheBackend) -> None:
+    note = getattr(backend, "_note_stampede_wait", None)
+    if note is not None:
+        note()
+
+
+async def _wait(job: _Job, *, cache_ok: bool) -> Any:
+    """Lead or join the key's flight until it yields a value (or raise what it raised)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + job.lock_timeout
+    while True:
+        flight, leader = _flight(job, background=False, cache_ok=cache_ok)
+        if not leader:
+            _note_wait(job.backend)
+        task = flight.task
+        flight.waiters += 1
+        try:
+            if leader:
+                # Our own computation: its lease wait is bounded inside, the work is not.
+                await asyncio.wait((task,))
+            else:
+                await asyncio.wait((task,), timeout=max(deadline - loop.time(), 0.0))
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.background and not task.done():
+                # Every caller left (cancelled, or timed out): nobody wants the result.
+                _forget(flight)
+                task.cancel()
+        if not task.done():
+            # No waiter hangs past lock_timeout: compute ourselves.
+            return await _compute(job, store=cache_ok)
+        if task.cancelled():
+            if leader:
+                # Our computation was cancelled from inside: as if we had called the function
+                # directly. The callers waiting for it take over (bounded by their number).
+                raise asyncio.CancelledError
+            continue  # the flight was cancelled but we were not: take over, or join who did
+        exc = task.exception()
+        if exc is not None:
+            raise exc
+        value = task.result()
+        if value is MISSING:
+            continue  # a background refresh that left the work to another process
+        return value
+
+
+async def _fill(job: _Job, *, background: bool, seen: float | None, cache_ok: bool) -> Any:
+    """The body of a flight: take the lease, or wait for the process that holds it."""
+    if not cache_ok:
+        return await _compute(job, store=False)
+    backend = job.backend
     owner = f"{_OWNER_PREFIX}-{uuid.uuid4().hex[:12]}"
-    deadline = time.monotonic() + lock_timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + job.lock_timeout
     delay = _FIRST_DELAY
     while True:
         try:
-            leased = await backend.acquire_lease(key, owner, lock_timeout)
-        except CacheError as exc:
-            if not fail_open:
+            leased = await _acquire(job, owner)
+        except Exception as exc:
+            if not job.fail_open:
                 raise
-            _warn_once("lease", exc)
-            return await _compute(
-                backend, key, kb, factory, ttl, tag, stale_ttl, cache_if, fail_open
-            )
+            _warn_once("lease", exc, backend)
+            return await _compute(job, store=False)
         if leased:
             try:
-                if not background:
-                    # Another process may have stored it while we queued for the lease.
-                    entry = await _read(backend, key, fail_open, type)
-                    if _fresh(entry, time.time()):
-                        return entry.value  # type: ignore[union-attr]
-                return await _compute(
-                    backend, key, kb, factory, ttl, tag, stale_ttl, cache_if, fail_open
-                )
+                # Another process may have stored it while we queued for the lease.
+                entry = await _read(job)
+                if entry is MISSING:
+                    return await _compute(job, store=False)
+                if _fresh(entry, time.time()) and (seen is None or entry.store_time > seen):
+                    return entry.value
+                return await _compute(job, store=True)
             finally:
-                await _release(backend, key, owner)
+                await _release(job, owner)
         if background:
-            return None  # another process is refreshing; keep serving the stale value
-        note = getattr(backend, "_note_stampede_wait", None)
-        if note is not None:
-            note()
+            return MISSING  # another process is refreshing; keep serving the stale value
+        _note_wait(backend)
         # Another process computes: wait for its value, with backoff and jitter.
         while True:
-            left = deadline - time.monotonic()
+            left = deadline - loop.time()
             if left <= 0:
                 # No waiter hangs past lock_timeout: compute ourselves.
-                return await _compute(
-                    backend, key, kb, factory, ttl, tag, stale_ttl, cache_if, fail_open
-                )
+                return await _compute(job, store=True)
             await asyncio.sleep(min(left, delay * (0.5 + random.random())))
             delay = min(delay * 2, _MAX_DELAY)
-            entry = await _read(backend, key, fail_open, type)
+            entry = await _read(job)
+            if entry is MISSING:
+                return await _compute(job, store=False)
             if _fresh(entry, time.time()):
-                return entry.value  # type: ignore[union-attr]
+                return entry.value
             if delay >= _MAX_DELAY:
                 break  # re-try the lease: its holder may have died or given up
         delay = _FIRST_DELAY
 
 
-async def _read(backend: CacheBackend, key: Key, fail_open: bool, type: Any) -> Entry | None:
+async def _read(job: _Job) -> Any:
+    """``get_entry``; with fail_open, ``MISSING`` when the cache failed (logged)."""
     try:
-        return await backend.get_entry(key, type=type)
-    except CacheError as exc:
-        if not fail_open:
+        return await job.backend.get_entry(job.key, type=job.type)
+    except Exception as exc:
+        if not job.fail_open:
             raise
-        _warn_once("read", exc)
-        return None
+        _warn_once("read", exc, job.backend)
+        return MISSING
 
 
-async def _release(backend: CacheBackend, key: Key, owner: str) -> None:
+async def _acquire(job: _Job, owner: str) -> bool:
+    backend = job.backend
+    acquire = asyncio.ensure_future(backend.acquire_lease(job.key, owner, job.lock_timeout))
+    try:
+        return await asyncio.shield(acquire)
+    except asyncio.CancelledError:
+        # The lease may commit after all: release it then, or others wait for its deadline.
+        acquire.add_done_callback(functools.partial(_release_if_taken, job, owner))
+        raise
+
+
+def _release_if_taken(job: _Job, owner: str, acquire: asyncio.Future[bool]) -> None:
+    if acquire.cancelled() or acquire.exception() is not None or not acquire.result():
+        return
+    task = acquire.get_loop().create_task(_release(job, owner))
+    _cleanups.add(task)
+    task.add_done_callback(_cleanups.discard)
+
+
+async def _release(job: _Job, owner: str) -> None:
     try:
         # Shielded: a cancelled leader still frees the lease for the others.
-        await asyncio.shield(backend.release_lease(key, owner))
-    except CacheError as exc:
-        _warn_once("lease release", exc)
+        await asyncio.shield(job.backend.release_lease(job.key, owner))
+    except Exception as exc:
+        # Never fatal: the lease expires at its deadline anyway.
+        _warn_once("lease release", exc, job.backend)
 
 
-async def _compute(
-    backend: CacheBackend,
-    key: Key,
-    kb: bytes,
-    factory: Callable[[], Awaitable[Any]],
-    ttl: TTL,
-    tag: str | None,
-    stale_ttl: float,
-    cache_if: Callable[[Any], bool] | None,
-    fail_open: bool,
-) -> Any:
-    started = time.monotonic()
-    value = await factory()
+async def _compute(job: _Job, *, store: bool) -> Any:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    value = await job.factory()
     if len(_durations) > 10_000:
         _durations.clear()
-    _durations[(id(backend), kb)] = time.monotonic() - started
-    if cache_if is not None and not cache_if(value):
+    _durations[(id(job.backend), job.kb)] = loop.time() - started
+    if not store or (job.cache_if is not None and not job.cache_if(value)):
         return value
     try:
-        await backend.set(key, value, ttl=ttl, tag=tag, stale_ttl=stale_ttl)
-    except CacheError as exc:
-        if not fail_open:
+        await job.backend.set(job.key, value, ttl=job.ttl, tag=job.tag, stale_ttl=job.stale_ttl)
+    except Exception as exc:
+        if not job.fail_open:
             raise
-        _warn_once("write", exc)
+        _warn_once("write", exc, job.backend)
     return value
