@@ -70,9 +70,7 @@ async def main() -> None:
         stats = await cache.stats()
         print(f"  stats: hits={stats.hits} misses={stats.misses} waits={stats.stampede_waits}")
     print("3. another process, same directory")
-    subprocess.run(
-        [sys.executable, __file__, "--child", *sys.argv[1:2]], check=True, timeout=60
-    )
+    subprocess.run([sys.executable, __file__, "--child", *sys.argv[1:2]], check=True, timeout=60)
 
 
 if __name__ == "__main__":

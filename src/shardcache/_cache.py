@@ -316,7 +316,16 @@ class AsyncCache:
         With the near cache off, ``get`` passes the 4-column statement (a measured ~7% of a
         point read); rows from it end at ``file``.
         """
-        if now < shard.offload_until:
+        if self._near_on and shard.near_valid():
+            # Nothing changed since the last sync: the near cache answers without SQLite,
+            # even while the shard's SQLite reads are sent to a thread.
+            row = shard.near.get(kb)
+            if row is not None:
+                self._near_hits += 1
+                return row
+            if now < shard.offload_until:
+                return _OFFLOAD
+        elif now < shard.offload_until:
             return _OFFLOAD
         cursor = shard.cursor
         assert cursor is not None
@@ -328,9 +337,9 @@ class AsyncCache:
                     self._near_hits += 1
                     return row
             rows = cursor.execute(stmt, (kb,)).fetchall()
+            shard.reads += 1
             if _time() - now > SLOW_READ:
-                # Guard: after a slow read, this shard's reads go to a thread for a while.
-                shard.offload_until = now + SLOW_READ_BACKOFF
+                shard.slow_read(now)
         except sqlite3.OperationalError as exc:
             if _is_busy(exc):
                 shard.offload_until = now + SLOW_READ_BACKOFF
@@ -355,6 +364,21 @@ class AsyncCache:
             # Not remembered in the near cache: the loop may have synced past this read.
             return rows[0] if rows else None
         return row  # type: ignore[no-any-return]
+
+    async def _decode(self, shard: Shard, kb: bytes, row: Row, type: Any) -> Any:
+        """Like :meth:`_value`, reading a value file (>= min_file_size) on the read pool
+        instead of the loop thread."""
+        file = row[3]
+        if file is None:
+            return self._value(shard, kb, row, type)
+        assert self._pool is not None
+        loop = asyncio.get_running_loop()
+        blob = await loop.run_in_executor(self._pool, shard.read_file, file)
+        if blob is None:
+            # A row whose value file is gone is a miss, and the row is repaired.
+            self._spawn(self._executor_write(shard.index, ops.op_delete, (kb,)))
+            return _MISS
+        return self._value(shard, kb, (blob, row[1], row[2], None, None, 0.0), type)
 
     def _value(self, shard: Shard, kb: bytes, row: Row, type: Any) -> Any:
         """Decode a row's value; MISSING when it reads as a miss (tampered, gone, misfit)."""
@@ -419,7 +443,7 @@ class AsyncCache:
                     except (msgspec.DecodeError, TypeError, ValueError):
                         value = self._value(shard, kb, row, type)
                 else:
-                    value = self._value(shard, kb, row, type)
+                    value = await self._decode(shard, kb, row, type)
                 if value is not _MISS:
                     self._hits += 1
                     if shard.track_access:
@@ -448,7 +472,7 @@ class AsyncCache:
         expire, purge = row[2], row[4]
         if expire is not None and expire <= now and (purge is None or purge <= now):
             return None
-        value = self._value(shard, kb, row, type)
+        value = await self._decode(shard, kb, row, type)
         if value is _MISS:
             return None
         return Entry(value, expire, row[5])
@@ -485,7 +509,7 @@ class AsyncCache:
             rows = await self._rows_many(shard, kbs, now)
             for kb, row in rows.items():
                 if row[2] is None or row[2] > now:
-                    value = self._value(shard, kb, row, None)
+                    value = await self._decode(shard, kb, row, None)
                     if value is not _MISS:
                         found[wanted[kb]] = value
         self._hits += len(found)
@@ -790,7 +814,7 @@ class AsyncCache:
         """Iterate over ``(key, value)`` pairs of live entries."""
         async for kb, row in self._scan(sql.ITEMS_AFTER):
             shard = self._shards[zlib.crc32(kb) % self._n]
-            value = self._value(shard, kb, row, None)
+            value = await self._decode(shard, kb, row, None)
             if value is not _MISS:
                 yield decode_key(kb), value
 

@@ -248,7 +248,7 @@ class CachedFunction(Generic[P, R]):
                 continue
             try:
                 parts.append(_encode_arg(value))
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise TypeError(
                     f"{self._name}(): argument {name!r} of type {builtins.type(value).__name__} "
                     f"cannot be part of a cache key ({exc}); pass key= or ignore=({name!r},)"

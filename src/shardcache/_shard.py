@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -53,6 +54,7 @@ _PURGE_PER_BATCH = 64
 # A loop-thread read slower than this sends the shard's reads to a thread for a while.
 SLOW_READ = 0.001
 SLOW_READ_BACKOFF = 1.0
+_SLOW_READS = 3  # slow reads within SLOW_READ_BACKOFF seconds that trigger the guard
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -142,6 +144,10 @@ class Shard:
         self._seq = 0
         # Slow-read guard: while now < offload_until, reads go to a thread.
         self.offload_until = 0.0
+        self._slow_since = 0.0
+        self._slow_count = 0
+        self._reads_since = 0
+        self.reads = 0  # SQLite reads on the loop thread, for the slow-read guard
         self.reader: sqlite3.Connection | None = None
         self.cursor: sqlite3.Cursor | None = None
         self.direct: sqlite3.Connection | None = None
@@ -201,13 +207,23 @@ class Shard:
             # Created 0600 before SQLite sees it; SQLite gives -wal/-shm the same mode.
             fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
             os.close(fd)
-        setup = self._connect(busy_ms=30_000)
-        try:
-            self._setup(setup)
-        except sqlite3.DatabaseError as exc:
-            raise self._corrupt(exc) from exc
-        finally:
-            setup.close()
+        deadline = time.monotonic() + 30.0
+        while True:
+            setup = self._connect(busy_ms=30_000)
+            try:
+                self._setup(setup)
+                break
+            except sqlite3.OperationalError as exc:
+                # Switching to WAL needs an exclusive lock, and SQLite does not call the
+                # busy handler where waiting could deadlock: processes creating the same
+                # directory at once retry here, briefly, with jitter.
+                if not (_is_busy(exc) or "protocol" in str(exc)) or time.monotonic() > deadline:
+                    raise self._corrupt(exc) from exc
+                time.sleep(0.01 + random.random() * 0.05)
+            except sqlite3.DatabaseError as exc:
+                raise self._corrupt(exc) from exc
+            finally:
+                setup.close()
         self.writer = self._connect(busy_ms=10_000)
         self.direct = self._connect(busy_ms=0)
         self.reader = self._connect(busy_ms=0, readonly=True)
@@ -262,11 +278,7 @@ class Shard:
 
     def _map_shm(self) -> None:
         """Map the WAL-index header read-only; without WAL, fall back to data_version."""
-        shm = Path(f"{self.path}-shm")
-        with contextlib.suppress(OSError, ValueError):
-            with open(shm, "rb") as fh:
-                if os.fstat(fh.fileno()).st_size >= 48:
-                    self._shm = mmap.mmap(fh.fileno(), 48, access=mmap.ACCESS_READ)
+        self._shm = _acquire_shm(f"{self.path}-shm")
 
     def close(self) -> None:
         """Close every connection this object opened (not the per-thread offload ones)."""
@@ -276,13 +288,39 @@ class Shard:
                     conn.close()
         self.reader = self.direct = self.writer = self.cursor = None
         if self._shm is not None:
-            with contextlib.suppress(BufferError, ValueError):
-                self._shm.close()
+            # Only after our connections closed: see _acquire_shm.
             self._shm = None
+            _release_shm(f"{self.path}-shm")
         self.near.clear()
         self.near_bytes = 0
 
+    def slow_read(self, now: float) -> None:
+        """Guard: when slow loop-thread reads become frequent, send this shard's reads to a
+        thread for a while.
+
+        A slow read alone proves little: on a loaded machine the OS preempts the loop
+        thread mid-read every few milliseconds, and a thread would not be faster then. A
+        shard whose reads really are slow (I/O on a cold file, a lock) has many of them:
+        at least 3 and 2% of the shard's reads within a second.
+        """
+        if now - self._slow_since > SLOW_READ_BACKOFF:
+            self._slow_since = now
+            self._slow_count = 0
+            self._reads_since = self.reads
+        self._slow_count += 1
+        if (
+            self._slow_count >= _SLOW_READS
+            and self._slow_count * 50 >= self.reads - self._reads_since
+        ):
+            self.offload_until = now + SLOW_READ_BACKOFF
+            self._slow_count = 0
+
     # -- near cache ---------------------------------------------------------------------
+    def near_valid(self) -> bool:
+        """True when no process committed to this shard since the near cache's last sync."""
+        shm = self._shm
+        return shm is not None and shm[:48] == self._hdr
+
     def sync_near(self) -> None:
         """Drop near-cache rows that any process changed since we last looked."""
         shm = self._shm
@@ -483,6 +521,65 @@ class Shard:
         batch.new_files.append(final)
         batch.files = True
         return name
+
+
+# POSIX advisory locks belong to the (process, file) pair: closing ANY descriptor of the
+# -shm file drops every lock this process holds on it, SQLite's own included; another
+# process then believes it is the first user, reinitializes the file, and this one dies
+# with SIGBUS. So the descriptor behind a map stays open while any shard of this process
+# maps that file, and is closed only after the last of them closed its connections.
+_shm_lock = threading.Lock()
+_shm_maps: dict[str, list[Any]] = {}  # path -> [fd, mmap, users]
+
+
+def _acquire_shm(path: str) -> mmap.mmap | None:
+    with _shm_lock:
+        entry = _shm_maps.get(path)
+        if entry is None:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                return None
+            try:
+                if os.fstat(fd).st_size < 48:
+                    raise ValueError("WAL index not initialized")
+                mapped = mmap.mmap(fd, 48, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                _shm_leaked.append(fd)  # never closed: that would drop SQLite's locks
+                return None
+            entry = _shm_maps[path] = [fd, mapped, 0]
+        entry[2] += 1
+        shm: mmap.mmap = entry[1]
+        return shm
+
+
+def _release_shm(path: str) -> None:
+    with _shm_lock:
+        entry = _shm_maps.get(path)
+        if entry is None:
+            return
+        entry[2] -= 1
+        if entry[2] <= 0:
+            del _shm_maps[path]
+            with contextlib.suppress(BufferError, ValueError):
+                entry[1].close()
+            os.close(entry[0])
+
+
+_shm_leaked: list[int] = []
+
+
+def _after_fork_in_child() -> None:
+    global _shm_lock
+    _shm_lock = threading.Lock()  # it may have been held by a parent's thread at fork time
+    # The child keeps the inherited maps (valid, shared) but holds none of the parent's
+    # SQLite locks; it must not close them for the parent's shards: forget the users.
+    for entry in _shm_maps.values():
+        entry[2] = 10**9
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _row_size(key: bytes, row: Row) -> int:

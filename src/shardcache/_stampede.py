@@ -42,7 +42,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from ._errors import ConfigurationError
+from ._errors import CacheTimeoutError, ConfigurationError
 from ._keys import encode_key
 from ._types import DEFAULT, MISSING, TTL, CacheBackend, Entry, Key
 
@@ -359,14 +359,23 @@ async def _read(job: _Job) -> Any:
 
 
 async def _acquire(job: _Job, owner: str) -> bool:
+    """Take the lease, waiting at most ``lock_timeout`` for the shard (a locked shard makes
+    the write wait for SQLite's busy timeout, which may be longer)."""
     backend = job.backend
     acquire = asyncio.ensure_future(backend.acquire_lease(job.key, owner, job.lock_timeout))
     try:
-        return await asyncio.shield(acquire)
+        done, _ = await asyncio.wait((acquire,), timeout=job.lock_timeout)
     except asyncio.CancelledError:
         # The lease may commit after all: release it then, or others wait for its deadline.
         acquire.add_done_callback(functools.partial(_release_if_taken, job, owner))
         raise
+    if not done:
+        acquire.add_done_callback(functools.partial(_release_if_taken, job, owner))
+        raise CacheTimeoutError(
+            f"the stampede lease of {job.key!r} could not be taken within "
+            f"lock_timeout={job.lock_timeout}s (the shard stayed locked)"
+        )
+    return acquire.result()
 
 
 def _release_if_taken(job: _Job, owner: str, acquire: asyncio.Future[bool]) -> None:
@@ -402,3 +411,115 @@ async def _compute(job: _Job, *, store: bool) -> Any:
             raise
         _warn_once("write", exc, job.backend)
     return value
+
+
+# -- single flight for results that may not be shareable (the HTTP drivers) ---------------
+class _Retry(Exception):
+    """The leader of a single flight failed or was cancelled: a waiter takes over."""
+
+
+_single: dict[_FlightKey, asyncio.Future[tuple[Any, bool]]] = {}
+
+
+async def single_flight(
+    backend: CacheBackend,
+    key: Key,
+    lookup: Callable[[], Awaitable[Any]],
+    produce: Callable[[], Awaitable[tuple[Any, bool]]],
+    *,
+    lock_timeout: float = 30.0,
+) -> tuple[Any, bool]:
+    """Run ``produce`` once for concurrent callers of ``key``, in this process and across
+    processes, for results that may turn out not to be shareable (HTTP responses).
+
+    ``lookup()`` returns a usable result already in the cache, or ``None``.
+    ``produce()`` computes, stores what may be stored, and returns ``(result, shared)``:
+    ``shared`` False (a private or ``no-store`` response) means the other waiters must not
+    get it, so each of them calls ``produce()`` itself. Unlike ``get_or_compute`` the
+    first caller runs ``produce`` in its own task (an ASGI request streams to its own
+    client); if it fails or is cancelled, one waiter takes over. No caller waits past
+    ``lock_timeout``. Returns ``(result, produced)``, ``produced`` True when this caller
+    ran ``produce``.
+    """
+    lock_timeout = _check_lock_timeout(lock_timeout)
+    kb = encode_key(key)
+    loop = asyncio.get_running_loop()
+    fkey = (id(loop), id(backend), kb)
+    deadline = loop.time() + lock_timeout
+    while True:
+        leader = _single.get(fkey)
+        if leader is None or leader.done():
+            break
+        _note_wait(backend)
+        done, _ = await asyncio.wait((leader,), timeout=max(deadline - loop.time(), 0.0))
+        if not done:
+            return (await produce())[0], True  # nobody waits past lock_timeout
+        if leader.cancelled() or leader.exception() is not None:
+            continue  # the leader failed: the next loop makes one of us the leader
+        result, shared = leader.result()
+        if shared:
+            return result, False
+        return (await produce())[0], True  # not for sharing: go to the source ourselves
+    future: asyncio.Future[tuple[Any, bool]] = loop.create_future()
+    _single[fkey] = future
+    try:
+        result, shared, produced = await _lead_single(
+            backend, key, kb, lookup, produce, deadline, lock_timeout
+        )
+    except BaseException:
+        future.set_exception(_Retry())
+        future.exception()  # retrieved: no "never retrieved" warning without waiters
+        raise
+    else:
+        future.set_result((result, shared))
+        return result, produced
+    finally:
+        if _single.get(fkey) is future:
+            del _single[fkey]
+
+
+async def _lead_single(
+    backend: CacheBackend,
+    key: Key,
+    kb: bytes,
+    lookup: Callable[[], Awaitable[Any]],
+    produce: Callable[[], Awaitable[tuple[Any, bool]]],
+    deadline: float,
+    lock_timeout: float,
+) -> tuple[Any, bool, bool]:
+    """The cross-process part of :func:`single_flight`: (result, shared, produced here)."""
+    job = _Job(backend, key, kb, produce, DEFAULT, None, 0, lock_timeout, None, True, None)
+    owner = f"{_OWNER_PREFIX}-{uuid.uuid4().hex[:12]}"
+    loop = asyncio.get_running_loop()
+    delay = _FIRST_DELAY
+    while True:
+        try:
+            leased = await _acquire(job, owner)
+        except Exception as exc:
+            _warn_once("lease", exc, backend)
+            result, shared = await produce()
+            return result, shared, True
+        if leased:
+            try:
+                found = await lookup()  # another process may have stored it meanwhile
+                if found is not None:
+                    return found, True, False
+                result, shared = await produce()
+                return result, shared, True
+            finally:
+                await _release(job, owner)
+        _note_wait(backend)
+        # Another process produces: wait for its result with backoff and jitter, re-trying
+        # the lease now and then (its holder may have found the result not storable).
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                result, shared = await produce()
+                return result, shared, True
+            await asyncio.sleep(min(left, delay * (0.5 + random.random())))
+            delay = min(delay * 2, _MAX_DELAY)
+            found = await lookup()
+            if found is not None:
+                return found, True, False
+            if delay >= _MAX_DELAY / 4:
+                break

@@ -20,10 +20,13 @@ Exported names:
 * values: :class:`StoredResponse`, :class:`CachePolicy`, :class:`CacheControl`,
   :class:`RequestDecision`, :class:`StoreDecision`, :class:`Reuse`,
   :class:`ReuseDecision`, ``HEURISTICALLY_CACHEABLE_STATUSES``, ``LOOKUP_METHODS``,
-  ``SAFE_METHODS``, ``RawHeaders``, ``HeaderList``
+  ``SAFE_METHODS``, ``ORIGIN_ERROR_STATUSES``, ``RawHeaders``, ``HeaderList``
 * decisions: :func:`decide_request`, :func:`decide_store`, :func:`decide_reuse`,
   :func:`build_stored_response`, :func:`storable_headers`, :func:`serve_headers`,
-  :func:`invalidation_keys`
+  :func:`invalidation_keys`, :func:`request_has_credentials`, :func:`cookie_shareable`
+* the hot path: :class:`ReusePlan`, :func:`reuse_plan`, ``REQUEST_RULE_FIELDS`` (a stored
+  response's reuse worked out once: fresh for a request that carries none of the fields
+  the rules read)
 * keys: :func:`primary_key_asgi`, :func:`primary_key_url`, :func:`asgi_url`,
   :func:`normalize_url`, :func:`vary_names`, :func:`vary_values`, :func:`vary_matches`,
   :func:`variant_key`
@@ -31,7 +34,7 @@ Exported names:
   :func:`is_stale_usable`, :func:`storage_ttl`, :func:`age_header_value`
 * validators: :func:`strong_etag`, :func:`with_etag`, :func:`etag_in`,
   :func:`not_modified`, :func:`not_modified_headers`, :func:`conditional_headers`,
-  :func:`freshen`
+  :func:`freshen`, :func:`unconditional_headers`
 * parsing: :func:`parse_cache_control`, :func:`request_cache_control`,
   :func:`parse_http_date`, :func:`format_http_date`, :func:`header_values`,
   :func:`first_header`
@@ -79,6 +82,7 @@ from __future__ import annotations
 
 from ._cache_control import CacheControl, parse_cache_control, request_cache_control
 from ._freshness import (
+    ORIGIN_ERROR_STATUSES,
     age_header_value,
     current_age,
     freshness_lifetime,
@@ -105,12 +109,15 @@ from ._keys import (
     vary_names,
     vary_values,
 )
+from ._plan import REQUEST_RULE_FIELDS, ReusePlan, reuse_plan
 from ._policy import (
     LOOKUP_METHODS,
     build_stored_response,
+    cookie_shareable,
     decide_request,
     decide_reuse,
     decide_store,
+    request_has_credentials,
     serve_headers,
     storable_headers,
 )
@@ -130,12 +137,15 @@ from ._validators import (
     not_modified,
     not_modified_headers,
     strong_etag,
+    unconditional_headers,
     with_etag,
 )
 
 __all__ = [
     "HEURISTICALLY_CACHEABLE_STATUSES",
     "LOOKUP_METHODS",
+    "ORIGIN_ERROR_STATUSES",
+    "REQUEST_RULE_FIELDS",
     "SAFE_METHODS",
     "CacheControl",
     "CachePolicy",
@@ -144,12 +154,14 @@ __all__ = [
     "RequestDecision",
     "Reuse",
     "ReuseDecision",
+    "ReusePlan",
     "StoreDecision",
     "StoredResponse",
     "age_header_value",
     "asgi_url",
     "build_stored_response",
     "conditional_headers",
+    "cookie_shareable",
     "current_age",
     "decide_request",
     "decide_reuse",
@@ -171,10 +183,13 @@ __all__ = [
     "primary_key_asgi",
     "primary_key_url",
     "request_cache_control",
+    "request_has_credentials",
+    "reuse_plan",
     "serve_headers",
     "storable_headers",
     "storage_ttl",
     "strong_etag",
+    "unconditional_headers",
     "variant_key",
     "vary_matches",
     "vary_names",

@@ -30,6 +30,7 @@ from ._headers import (
 from ._records import CachePolicy, StoredResponse
 
 __all__ = [
+    "ORIGIN_ERROR_STATUSES",
     "age_header_value",
     "current_age",
     "date_value",
@@ -41,6 +42,11 @@ __all__ = [
 ]
 
 _NO_DIRECTIVES: Final = CacheControl()
+
+#: RFC 5861 §4: the statuses that count as an origin "error" for ``stale-if-error``, as an
+#: exception (no response at all) does: pass ``error=True`` to :func:`is_stale_usable` and
+#: ``decide_reuse`` after one of them.
+ORIGIN_ERROR_STATUSES: Final = frozenset({500, 502, 503, 504})
 
 
 def _response_directives(stored: StoredResponse, policy: CachePolicy) -> CacheControl:

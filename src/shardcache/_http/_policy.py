@@ -39,9 +39,11 @@ from ._records import (
 __all__ = [
     "LOOKUP_METHODS",
     "build_stored_response",
+    "cookie_shareable",
     "decide_request",
     "decide_reuse",
     "decide_store",
+    "request_has_credentials",
     "serve_headers",
     "storable_headers",
 ]
@@ -62,6 +64,70 @@ def _authorized_storage_allowed(response: CacheControl, policy: CachePolicy) -> 
     # when it says public, s-maxage or must-revalidate.
     return policy.cache_control and (
         response.public or response.s_maxage is not None or response.must_revalidate
+    )
+
+
+def _cookie_storage_allowed(
+    response: CacheControl, response_headers: RawHeaders, policy: CachePolicy
+) -> bool:
+    # ``policy.cookie_credentials``: the origin vouched for sharing with explicit freshness
+    # (or public/must-revalidate, as §3.5), or made the cookie part of the key (§4.1).
+    if "cookie" in vary_names(response_headers):
+        return True
+    return policy.cache_control and (
+        response.public
+        or response.s_maxage is not None
+        or response.max_age is not None
+        or response.must_revalidate
+        or has_header(response_headers, b"expires")
+    )
+
+
+def _cookie_refused(
+    request_headers: RawHeaders,
+    response: CacheControl | None,
+    response_headers: RawHeaders,
+    policy: CachePolicy,
+) -> bool:
+    return (
+        policy.shared
+        and policy.cookie_credentials
+        and has_header(request_headers, b"cookie")
+        and not _cookie_storage_allowed(response or _NO_DIRECTIVES, response_headers, policy)
+    )
+
+
+def cookie_shareable(stored: StoredResponse, policy: CachePolicy) -> bool:
+    """Whether ``stored`` may answer a request with ``Cookie`` under ``cookie_credentials``:
+    it is explicitly cacheable or varies on ``Cookie`` (see :class:`CachePolicy`).
+
+    >>> from ._records import StoredResponse
+    >>> stored = StoredResponse(status=200, body=b"", request_time=0.0, response_time=0.0,
+    ...     headers=[(b"cache-control", b"max-age=60")])
+    >>> cookie_shareable(stored, CachePolicy(cookie_credentials=True))
+    True
+    """
+    response = CacheControl.from_headers(stored.headers) if policy.cache_control else None
+    return _cookie_storage_allowed(response or _NO_DIRECTIVES, stored.headers, policy)
+
+
+def request_has_credentials(request_headers: RawHeaders, policy: CachePolicy) -> bool:
+    """True when a shared cache may store or reuse a response to this request only if the
+    response allows it explicitly: it carries ``Authorization`` (RFC 9111 §3.5) or, with
+    ``policy.cookie_credentials``, ``Cookie``. False for a private cache.
+
+    A driver uses it before any response is known, e.g. to keep such requests from
+    waiting on another request's response that they may well be unable to use.
+
+    >>> request_has_credentials([(b"authorization", b"Bearer x")], CachePolicy())
+    True
+    >>> request_has_credentials([(b"cookie", b"id=1")], CachePolicy())
+    False
+    """
+    if not policy.shared:
+        return False
+    return has_header(request_headers, b"authorization") or (
+        policy.cookie_credentials and has_header(request_headers, b"cookie")
     )
 
 
@@ -144,8 +210,10 @@ def decide_store(
     (§5.2.2.5, unless ``must-understand`` with a status this cache implements, §5.2.2.3);
     ``private`` in a shared cache without ``cache_private`` (§5.2.2.7); in a shared cache,
     a request with ``Authorization`` unless the response says ``public``, ``s-maxage`` or
-    ``must-revalidate`` (§3.5); a ``Set-Cookie`` the cache would keep, unless
-    ``allow_set_cookie`` (a shared cache would hand one user's cookie to everyone).
+    ``must-revalidate`` (§3.5); with ``cookie_credentials``, a request with ``Cookie``
+    unless the response is explicitly cacheable or varies on ``Cookie``; a ``Set-Cookie``
+    the cache would keep, unless ``allow_set_cookie`` (a shared cache would hand one
+    user's cookie to everyone).
     The body size limit and incomplete bodies (§3.3) are the driver's to check.
 
     >>> decide_store("GET", [], 200, [(b"set-cookie", b"id=1")], CachePolicy()).store
@@ -181,6 +249,12 @@ def decide_store(
             False,
             "request has Authorization and the response is not public, s-maxage or "
             "must-revalidate (RFC 9111 §3.5)",
+        )
+    if _cookie_refused(request_headers, response, response_headers, policy):
+        return StoreDecision(
+            False,
+            "request has Cookie and the response is neither explicitly cacheable nor "
+            "varies on Cookie (cookie_credentials)",
         )
     if not policy.allow_set_cookie and has_header(
         storable_headers(response_headers, policy), b"set-cookie"
@@ -228,7 +302,9 @@ def decide_reuse(
 
     ``NO`` for a method it cannot answer, a ``Vary`` mismatch (§4.1) or, in a shared cache,
     a request with ``Authorization`` when the stored response is not ``public``,
-    ``s-maxage`` or ``must-revalidate`` (§3.5). ``REVALIDATE`` when the response has
+    ``s-maxage`` or ``must-revalidate`` (§3.5) -- and, with ``cookie_credentials``, a
+    request with ``Cookie`` when the response is not explicitly cacheable and does not
+    vary on ``Cookie``. ``REVALIDATE`` when the response has
     ``no-cache`` (§5.2.2.4), the request has ``no-cache`` (§5.2.1.4), or it is stale and
     may not be served stale. ``FRESH`` when fresh for this request (§4.2, with the
     request's ``max-age``/``min-fresh``). ``STALE_OK`` when stale but allowed (§4.2.4,
@@ -248,6 +324,10 @@ def decide_reuse(
     ):
         return ReuseDecision(
             Reuse.NO, "request has Authorization; the response is not public (RFC 9111 §3.5)"
+        )
+    if _cookie_refused(request_headers, response, stored.headers, policy):
+        return ReuseDecision(
+            Reuse.NO, "request has Cookie; the response is not explicitly cacheable"
         )
     if response is not None:
         if response.no_cache:

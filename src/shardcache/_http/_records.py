@@ -71,6 +71,12 @@ class CachePolicy(msgspec.Struct, frozen=True, kw_only=True):
     * ``cacheable_statuses`` -- the statuses that may be stored (206 and 304 are refused).
     * ``cache_private`` -- a shared cache stores ``Cache-Control: private`` responses too.
     * ``allow_set_cookie`` -- store responses that carry ``Set-Cookie`` (with it).
+    * ``cookie_credentials`` -- a shared cache treats a request's ``Cookie`` as a credential,
+      as §3.5 treats ``Authorization``: its response is stored, and a stored response
+      answers it, only when the response is explicitly cacheable (``public``,
+      ``s-maxage``, ``max-age``, ``must-revalidate`` or ``Expires``) or varies on
+      ``Cookie``; ``default_ttl`` never makes such a response cacheable. A page built from
+      a session cookie without ``Cache-Control: private`` is then never shared.
     * ``stale_if_error`` -- seconds past staleness during which an entry may be served when
       the origin fails, on top of the response's own ``stale-if-error``; ``math.inf`` for
       "any age". Directives that forbid stale responses (``must-revalidate``, ...) win.
@@ -86,6 +92,7 @@ class CachePolicy(msgspec.Struct, frozen=True, kw_only=True):
     cache_private: bool = False
     allow_set_cookie: bool = False
     stale_if_error: float = 0.0
+    cookie_credentials: bool = False
 
     def __post_init__(self) -> None:
         if self.default_ttl is not None and not self.default_ttl >= 0:  # catches NaN too

@@ -42,6 +42,7 @@ __all__ = [
     "not_modified_headers",
     "parse_entity_tag",
     "strong_etag",
+    "unconditional_headers",
     "with_etag",
 ]
 
@@ -266,3 +267,21 @@ def freshen(
         request_time=request_time,
         response_time=response_time,
     )
+
+
+# The preconditions a cache evaluates itself against a stored response (RFC 9111 §4.3.2).
+_CACHE_PRECONDITIONS: Final = frozenset({b"if-none-match", b"if-modified-since"})
+
+
+def unconditional_headers(request_headers: RawHeaders) -> HeaderList:
+    """The request fields to send to the origin when the response is wanted for storing.
+
+    Drops ``If-None-Match`` and ``If-Modified-Since``: the client's validators describe
+    the client's copy, and the origin would answer them with a ``304`` that cannot be
+    stored. With a complete response in hand the cache evaluates the preconditions
+    itself (:func:`not_modified`, RFC 9111 §4.3.2). Other fields keep their order.
+
+    >>> unconditional_headers([(b"accept", b"*/*"), (b"If-None-Match", b'"v1"')])
+    [(b'accept', b'*/*')]
+    """
+    return without_headers(request_headers, _CACHE_PRECONDITIONS)

@@ -1,0 +1,452 @@
+"""The I/O loop of :class:`~shardcache.aiohttp.CachedSession`: lookup, reuse, single flight,
+conditional requests, storing. RFC 9111 decisions come from :mod:`shardcache._http`; this
+module only performs them, over a :class:`~shardcache.CacheBackend` and ``send`` (aiohttp's
+own ``ClientSession._request``)::
+
+    lookup -> FRESH / STALE_OK (refresh in background) -----> stored response, from_cache=True
+           -> REVALIDATE (stale) -> single flight -> origin, with the entry's validators
+                                                     304 -> freshen, store, stored body
+                                                     200 -> store, the real response
+                                                     error / 5xx -> stale, if allowed
+           -> miss -> single flight -> origin -> store -> the real response (waiters: a copy)
+
+A :class:`~shardcache.CacheError` never reaches the caller: it is logged once per cause and
+the request goes to the origin without the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final, NamedTuple
+
+import aiohttp
+from aiohttp.typedefs import StrOrURL
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from ._aiohttp_response import CachedResponse
+from ._aiohttp_storage import Found, invalidate, lookup, store
+from ._errors import CacheError
+from ._http import (
+    ORIGIN_ERROR_STATUSES,
+    CachePolicy,
+    HeaderList,
+    RequestDecision,
+    Reuse,
+    StoredResponse,
+    build_stored_response,
+    conditional_headers,
+    decide_reuse,
+    decide_store,
+    freshen,
+    invalidation_keys,
+    not_modified,
+    not_modified_headers,
+    primary_key_url,
+    serve_headers,
+    storage_ttl,
+    unconditional_headers,
+)
+from ._stampede import single_flight
+from ._types import CacheBackend
+
+__all__ = ["Call", "HttpCache", "raw_headers"]
+
+logger = logging.getLogger("shardcache.aiohttp")
+
+#: aiohttp's ``ClientSession._request(method, str_or_url, **kwargs)``.
+Send = Callable[..., Awaitable[aiohttp.ClientResponse]]
+
+_ORIGIN_FAILURES: Final = (aiohttp.ClientError, asyncio.TimeoutError)
+_REUSABLE: Final = (Reuse.FRESH, Reuse.STALE_OK)
+
+
+class Call(NamedTuple):
+    """One request through the cache, with what the RFC 9111 decisions need."""
+
+    method: str
+    target: StrOrURL
+    kwargs: dict[str, Any]
+    url: URL
+    primary: str
+    headers: CIMultiDict[str]  # the request header fields as aiohttp will send them
+    raw: HeaderList  # the same, as raw byte pairs for shardcache._http
+    policy: CachePolicy
+    decision: RequestDecision
+    follow: bool  # allow_redirects
+
+
+class _Outcome(NamedTuple):
+    """What going to the origin gave one caller, and what other callers may be served."""
+
+    response: aiohttp.ClientResponse | None  # this caller's real response
+    stored: StoredResponse | None  # a response any waiter may be served
+    url: URL  # the URL a response built from ``stored`` reports
+    error: bool = False  # ``stored`` is stale, served because the origin failed
+    via_alias: bool = False  # ``stored`` was reached by following redirects
+
+
+def raw_headers(headers: Mapping[str, str]) -> HeaderList:
+    """aiohttp's header fields as the raw byte pairs :mod:`shardcache._http` reads."""
+    return [
+        (name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
+        for name, value in headers.items()
+    ]
+
+
+def _for_origin(headers: Any, extra: HeaderList) -> CIMultiDict[str]:
+    """The caller's header fields without its validators, plus ``extra`` (ours)."""
+    fields = unconditional_headers(raw_headers(CIMultiDict(headers or ())))  # RFC 9111 §4.3.2
+    return CIMultiDict(
+        (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        for name, value in [*fields, *extra]
+    )
+
+
+def _url_of(primary: str) -> URL:
+    # A primary key is "GET <normalized absolute URL>", already percent-encoded.
+    return URL(primary.partition(" ")[2], encoded=True)
+
+
+def _final_primary(call: Call, response: aiohttp.ClientResponse) -> str:
+    if not response.history:
+        return call.primary
+    try:
+        return primary_key_url("GET", str(response.url))
+    except ValueError:
+        return call.primary
+
+
+class HttpCache:
+    """The cache side of one :class:`~shardcache.aiohttp.CachedSession`."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        send: Send,
+        cache: CacheBackend,
+        *,
+        response_class: type[CachedResponse],
+        max_body_size: int | None,
+        lock_timeout: float,
+    ) -> None:
+        self.session = session
+        self.send = send
+        self.cache = cache
+        self.response_class = response_class
+        self.max_body_size = max_body_size
+        self.lock_timeout = lock_timeout
+        self.clock: Callable[[], float] = time.time  # Unix time; the tests move it
+        self.refreshing: dict[str, asyncio.Task[None]] = {}
+        self._warned: set[str] = set()
+
+    async def aclose(self) -> None:
+        """Cancel the background revalidations and wait for them to end."""
+        tasks = list(self.refreshing.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def request(self, call: Call) -> aiohttp.ClientResponse:
+        """Answer ``call`` from the cache, the origin, or another caller's fetch."""
+        found: Found | None = None
+        healthy = True
+        if call.decision.lookup:
+            try:
+                found = await lookup(self.cache, call.primary, call.raw, follow_alias=call.follow)
+            except CacheError as exc:
+                self._warn(exc)
+                healthy = False
+        if found is not None:
+            now = self.clock()
+            verdict = decide_reuse(found.stored, call.method, call.raw, call.policy, now=now)
+            if verdict.reuse in _REUSABLE:
+                if verdict.reuse is Reuse.STALE_OK:
+                    self._refresh_later(call, found)
+                return await self._respond(call, found.stored, self._found_url(call, found))
+            if verdict.reuse is Reuse.NO:
+                found = None  # e.g. another Vary variant: its validators are not ours
+        if call.decision.only_if_cached:  # RFC 9111 §5.2.1.7
+            now = self.clock()
+            gateway_timeout = StoredResponse(
+                status=504, headers=[], body=b"", request_time=now, response_time=now
+            )
+            return await self._respond(call, gateway_timeout, call.url)
+        if not healthy or call.method != "GET" or not call.decision.store:
+            outcome, _ = await self._fetch(call, found, use_cache=healthy)
+        else:
+            outcome, produced = await single_flight(
+                self.cache,
+                call.primary,
+                lambda: self._lookup_fresh(call),
+                lambda: self._fetch(call, found),
+                lock_timeout=self._wait_limit(call),
+            )
+            if not produced:
+                if self._acceptable(call, outcome):  # another caller's: serve a copy
+                    outcome = outcome._replace(response=None)
+                else:
+                    outcome, _ = await self._fetch(call, found)
+        if outcome.response is not None:
+            if outcome.stored is None or not not_modified(call.raw, outcome.stored):
+                return outcome.response
+            outcome.response.release()  # the caller's validators match: answer 304
+        assert outcome.stored is not None
+        return await self._respond(call, outcome.stored, outcome.url)
+
+    async def invalidate_after(
+        self, method: str, url: str, response: aiohttp.ClientResponse
+    ) -> None:
+        """RFC 9111 §4.4: a successful unsafe request drops the stored responses."""
+        first = response.history[0] if response.history else response
+        try:
+            keys = invalidation_keys(method, first.status, url, first.raw_headers, sort_query=True)
+            if keys:
+                await invalidate(self.cache, keys)
+        except ValueError:
+            return
+        except CacheError as exc:
+            self._warn(exc)
+
+    # -- the single flight's two callbacks ------------------------------------------------
+    async def _lookup_fresh(self, call: Call) -> _Outcome | None:
+        """A response another caller (in any process) has just stored."""
+        try:
+            found = await lookup(self.cache, call.primary, call.raw, follow_alias=call.follow)
+        except CacheError as exc:
+            self._warn(exc)
+            return None
+        if found is None:
+            return None
+        verdict = decide_reuse(found.stored, call.method, call.raw, call.policy, now=self.clock())
+        if verdict.reuse is not Reuse.FRESH:
+            return None
+        return _Outcome(None, found.stored, self._found_url(call, found), via_alias=found.via_alias)
+
+    async def _fetch(
+        self, call: Call, found: Found | None, *, use_cache: bool = True
+    ) -> tuple[_Outcome, bool]:
+        """Go to the origin; store what may be stored. ``(outcome, shareable)``."""
+        kwargs = call.kwargs
+        conditional: HeaderList = []
+        if use_cache and call.method == "GET" and call.decision.store:
+            # The response is wanted for storing: the cache's validators replace the
+            # caller's, whose preconditions are evaluated against the result (§4.3.2).
+            if found is not None:
+                conditional = conditional_headers(found.stored)  # RFC 9111 §4.3.1
+            if conditional or unconditional_headers(call.raw) != call.raw:
+                kwargs = {**kwargs, "headers": _for_origin(kwargs.get("headers"), conditional)}
+        started = self.clock()
+        try:
+            response = await self.send(call.method, call.target, **kwargs)
+        except _ORIGIN_FAILURES as exc:
+            return self._stale(call, found, exc), True
+        received = self.clock()
+        if response.status in ORIGIN_ERROR_STATUSES and found is not None:
+            stale = self._stale_or_none(call, found)
+            if stale is not None:
+                response.release()
+                return stale, True
+        if conditional and response.status == 304:
+            return await self._freshen(call, found, response, started, received)
+        if not use_cache:
+            return _Outcome(response, None, response.url), False
+        try:
+            stored = await self._store(call, response, started, received)
+        except _ORIGIN_FAILURES as exc:  # the body did not arrive whole
+            return self._stale(call, found, exc), True
+        outcome = _Outcome(response, stored, response.url, via_alias=bool(response.history))
+        return outcome, stored is not None
+
+    def _acceptable(self, call: Call, outcome: _Outcome) -> bool:
+        """Whether another caller's outcome answers this request (its Vary, its limits)."""
+        if outcome.stored is None or (outcome.via_alias and not call.follow):
+            return False
+        verdict = decide_reuse(
+            outcome.stored,
+            call.method,
+            call.raw,
+            call.policy,
+            now=self.clock(),
+            error=outcome.error,
+        )
+        return verdict.reuse in _REUSABLE
+
+    def _wait_limit(self, call: Call) -> float:
+        """How long this request may wait for another one's fetch: ``lock_timeout``, and
+        no longer than its own total timeout (after which it fetches itself)."""
+        timeout = call.kwargs.get("timeout")
+        if isinstance(timeout, aiohttp.ClientTimeout):
+            total = timeout.total
+        elif isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+            total = timeout
+        else:
+            total = self.session.timeout.total
+        return min(self.lock_timeout, total) if total and total > 0 else self.lock_timeout
+
+    def _found_url(self, call: Call, found: Found) -> URL:
+        return _url_of(found.primary) if found.via_alias else call.url
+
+    # -- origin failures (RFC 5861 §4) -------------------------------------------------------
+    def _stale_or_none(self, call: Call, found: Found | None) -> _Outcome | None:
+        """The stale entry, when it may be served because the origin failed."""
+        if found is None:
+            return None
+        now = self.clock()
+        verdict = decide_reuse(
+            found.stored, call.method, call.raw, call.policy, now=now, error=True
+        )
+        if verdict.reuse not in _REUSABLE:
+            return None
+        url = self._found_url(call, found)
+        logger.info("shardcache: %s failed; serving the stored response (%s)", url, verdict.reason)
+        return _Outcome(None, found.stored, url, error=True, via_alias=found.via_alias)
+
+    def _stale(self, call: Call, found: Found | None, exc: BaseException) -> _Outcome:
+        """The stale entry after ``exc``, or ``exc`` raised again."""
+        if isinstance(exc, aiohttp.ClientResponseError) and exc.status not in ORIGIN_ERROR_STATUSES:
+            raise exc  # raise_for_status on a 4xx: an answer, not an origin failure
+        stale = self._stale_or_none(call, found)
+        if stale is None:
+            raise exc
+        return stale
+
+    # -- storing ---------------------------------------------------------------------------
+    async def _freshen(
+        self,
+        call: Call,
+        found: Found | None,
+        response: aiohttp.ClientResponse,
+        started: float,
+        received: float,
+    ) -> tuple[_Outcome, bool]:
+        """A 304 to the cache's conditional request: the stored body, the new headers."""
+        assert found is not None
+        same = _final_primary(call, response) == found.primary
+        headers = response.raw_headers
+        response.release()
+        fresh = None
+        if same:  # else the redirects now lead elsewhere: the 304 is not about our entry
+            fresh = freshen(
+                found.stored,
+                headers,
+                request_time=started,
+                response_time=received,
+                policy=call.policy,
+            )
+        if fresh is None:  # RFC 9111 §4.3.4: another representation; fetch it whole
+            return await self._fetch(call, None)
+        outcome = _Outcome(None, fresh, self._found_url(call, found), via_alias=found.via_alias)
+        decision = decide_store("GET", call.raw, fresh.status, fresh.headers, call.policy)
+        ttl = storage_ttl(fresh, call.policy, now=received, revalidate=True)
+        try:
+            if decision.store and (ttl is None or ttl > 0):
+                await store(self.cache, found.primary, fresh, ttl=ttl)
+                return outcome, True
+            await invalidate(self.cache, [found.primary])  # e.g. the 304 said no-store
+        except CacheError as exc:
+            self._warn(exc)
+        return outcome, False
+
+    async def _store(
+        self, call: Call, response: aiohttp.ClientResponse, started: float, received: float
+    ) -> StoredResponse | None:
+        """Read and store the response when RFC 9111 §3 and the options allow it."""
+        if call.method != "GET" or not call.decision.store:
+            return None
+        decision = decide_store("GET", call.raw, response.status, response.raw_headers, call.policy)
+        if not decision.store:
+            logger.debug("shardcache: %s not stored: %s", response.url, decision.reason)
+            return None
+        limit = self.max_body_size
+        if limit is not None and (response.content_length or 0) > limit:
+            return None  # unread: the caller streams it from the network untouched
+        body = await response.read()
+        if limit is not None and len(body) > limit:
+            return None
+        stored = build_stored_response(
+            request_headers=raw_headers(response.request_info.headers),  # as sent (Vary)
+            status=response.status,
+            headers=response.raw_headers,
+            body=body,
+            request_time=started,
+            response_time=received,
+            policy=call.policy,
+        )
+        ttl = storage_ttl(stored, call.policy, now=received, revalidate=True)
+        if ttl is not None and ttl <= 0:
+            return None
+        try:
+            # The final response lives under the final URL; the requested URL, when the
+            # redirects led elsewhere, becomes an alias of it.
+            where = _final_primary(call, response)
+            await store(self.cache, where, stored, ttl=ttl, aliases=(call.primary,))
+        except CacheError as exc:
+            self._warn(exc)
+            return None
+        return stored
+
+    # -- answering from the cache ------------------------------------------------------------
+    async def _respond(self, call: Call, stored: StoredResponse, url: URL) -> CachedResponse:
+        """A response answered by the cache (a 304 when the client's validators match)."""
+        now = self.clock()
+        if not_modified(call.raw, stored):  # RFC 9111 §4.3.2
+            status, headers, body = 304, not_modified_headers(stored, now=now), b""
+        else:
+            status, headers = stored.status, serve_headers(stored, now=now)
+            body = stored.body if call.method == "GET" else b""
+        session = self.session
+        response = self.response_class._rebuild(
+            method=call.method,
+            url=url,
+            status=status,
+            raw_headers=headers,
+            body=body,
+            request_headers=CIMultiDictProxy(call.headers),
+            session=session,
+            loop=session._loop,
+        )
+        check = call.kwargs.get("raise_for_status")
+        if check is None:
+            check = session.raise_for_status
+        if callable(check):
+            await check(response)
+        elif check:
+            response.raise_for_status()
+        return response
+
+    # -- background revalidation, failures -------------------------------------------------
+    def _refresh_later(self, call: Call, found: Found) -> None:
+        """RFC 5861 §3: serve the stale entry now, revalidate it once in the background."""
+        if call.method != "GET" or call.primary in self.refreshing:
+            return
+        task = asyncio.get_running_loop().create_task(self._refresh(call, found))
+        self.refreshing[call.primary] = task
+        task.add_done_callback(lambda _: self.refreshing.pop(call.primary, None))
+
+    async def _refresh(self, call: Call, found: Found) -> None:
+        try:
+            outcome, produced = await single_flight(
+                self.cache,
+                call.primary,
+                lambda: self._lookup_fresh(call),
+                lambda: self._fetch(call, found),
+                lock_timeout=self.lock_timeout,
+            )
+        except Exception as exc:  # the stale entry keeps being served meanwhile
+            logger.warning("shardcache: background revalidation of %s failed: %r", call.url, exc)
+            return
+        if produced and outcome.response is not None:
+            outcome.response.release()
+
+    def _warn(self, exc: CacheError) -> None:
+        cause = type(exc).__name__
+        if cause not in self._warned:
+            self._warned.add(cause)
+            logger.warning(
+                "shardcache: the HTTP cache failed (%r); requests go to the network", exc
+            )
