@@ -464,14 +464,22 @@ class AsyncCache:
         """The value with its expiry; also an expired one still inside its ``stale_ttl``."""
         if not self._ready:
             await self._ensure_open()
-        kb, shard = self._route(key)
-        now = time.time()
-        row = await self._row(shard, kb, now)
+        kb = encode_key(key)
+        shard = self._shards[_crc32(kb) % self._n]
+        now = _time()
+        row = self._local(shard, kb, now)
+        if row is _OFFLOAD:
+            row = await self._row(shard, kb, now)
         if row is None:
             return None
         expire, purge = row[2], row[4]
         if expire is not None and expire <= now and (purge is None or purge <= now):
             return None
+        if row[1] == 0 and row[3] is None and type is None and self._fast:
+            try:
+                return Entry(self._fast_decode(row[0]), expire, row[5])
+            except (msgspec.DecodeError, TypeError, ValueError):
+                pass
         value = await self._decode(shard, kb, row, type)
         if value is _MISS:
             return None

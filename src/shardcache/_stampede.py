@@ -170,6 +170,14 @@ async def get_or_compute(
     returned but not stored. ``early_refresh`` (beta, e.g. 1.0): refresh a fresh entry
     early with probability rising as it nears expiry (the XFetch rule).
     """
+    if early_refresh is None:
+        # The hit path, first and lean: a fresh entry needs no job, flight or lease.
+        try:
+            entry = await backend.get_entry(key, type=type)
+        except Exception:
+            entry = None  # the full path below reports the failure (or fails open)
+        if entry is not None and (entry.expire_time is None or entry.expire_time > time.time()):
+            return entry.value
     lock_timeout = _check_lock_timeout(lock_timeout)
     if early_refresh is not None and not 0 < early_refresh < math.inf:
         raise ConfigurationError(f"early_refresh={early_refresh!r}: expected a number > 0")

@@ -1,0 +1,271 @@
+"""One trip to the application on behalf of :class:`~shardcache.asgi.CacheMiddleware`.
+
+An :class:`Exchange` wraps the app's ``send``. When the response may be stored (the
+request allows it and :func:`~shardcache._http.decide_store` accepts the status and
+headers) it holds the response start and buffers the body; everything else streams
+through untouched, with ``X-Cache: MISS`` added::
+
+    http.response.start ──decide_store──▶ storable ──▶ BUFFER ──last chunk──▶ store, answer
+                              │                          │ > max_body_size
+                              └── not storable ─────────▶ PASS (forward as it comes)
+
+A complete storable body becomes a :class:`~shardcache._http.StoredResponse` (with a
+``Content-Length`` and, for a 2xx, a strong ``ETag`` when the app gave none). It is
+written to the cache first, then the client gets it (a ``304`` when its
+``If-None-Match`` matches): a client that got a MISS and asks another worker next gets a
+HIT, and the stampede lease is released only once the entry can be read.
+
+When the response is not storable for a reason that lies in the response itself
+(``no-store``, ``private``, ``Set-Cookie``, a status, a body too large...), the exchange
+records it (``pass_reason``): the middleware then remembers the URL as "pass" for a
+while (Varnish's hit-for-pass), so that later requests go straight to the app instead of
+queueing behind a lease for a response nobody can share.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, Final
+
+from ._http import (
+    CachePolicy,
+    StoredResponse,
+    build_stored_response,
+    decide_store,
+    first_header,
+    not_modified,
+    not_modified_headers,
+    storage_ttl,
+    unconditional_headers,
+    with_etag,
+)
+
+if TYPE_CHECKING:
+    from .asgi import CacheMiddleware
+
+__all__ = ["LAYER", "PASS_PREFIX", "TOO_LARGE", "Exchange", "Message", "Receive", "Scope", "Send"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: The scope key of a request a CacheMiddleware is already handling (value: its cache).
+LAYER: Final = "shardcache.asgi"
+START: Final = "http.response.start"
+BODY: Final = "http.response.body"
+#: Every hit-for-pass marker starts with this; the rest says why (``shardcache get`` shows it).
+PASS_PREFIX: Final = "pass: "
+#: The marker after a body larger than ``max_body_size``: later requests are not buffered.
+TOO_LARGE: Final = PASS_PREFIX + "the body is larger than max_body_size"
+# Statuses whose "not storable" comes from the request (Range, preconditions), not the URL.
+_REQUEST_DETERMINED: Final = frozenset({206, 304})
+# Statuses that carry no content, hence no Content-Length (RFC 9110 §8.6).
+_NO_CONTENT: Final = frozenset({204, 304})
+# Seconds a stale entry stays readable past its storage lifetime: not to serve it (the
+# rules decide that), but so that a request arriving just after expiry still knows the
+# URL's response is shareable and waits for the one refresh instead of stampeding.
+KEEP_STALE: Final = 30.0
+
+_WAIT, _BUFFER, _PASS = 0, 1, 2
+
+
+class Exchange:
+    """Run the app for one request; buffer and store its response when it may be stored.
+
+    After :meth:`run`, ``stored`` is the :class:`StoredResponse` that was stored (and may
+    be handed to other requests waiting for the same key), or ``None``; ``pass_reason``
+    says why the URL's response is not storable, when the response itself decided it.
+    """
+
+    __slots__ = (
+        "chunks",
+        "headers",
+        "key",
+        "method",
+        "middleware",
+        "pass_reason",
+        "policy",
+        "request_headers",
+        "request_time",
+        "response_time",
+        "scope",
+        "send_downstream",
+        "size",
+        "start",
+        "state",
+        "status",
+        "store",
+        "stored",
+    )
+
+    def __init__(
+        self,
+        middleware: CacheMiddleware,
+        scope: Scope,
+        send: Send,
+        *,
+        key: str,
+        policy: CachePolicy,
+        store: bool,
+    ) -> None:
+        self.middleware = middleware
+        self.scope = scope
+        self.send_downstream = send
+        self.key = key
+        self.policy = policy
+        self.store = store
+        self.method: str = scope["method"]
+        self.request_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        self.state = _WAIT
+        self.stored: StoredResponse | None = None
+        self.pass_reason: str | None = None
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.start: Message = {}
+        self.request_time = 0.0
+        self.response_time = 0.0
+
+    async def run(self, receive: Receive) -> None:
+        """Call the app; on return the response has been sent (and stored, if it may be)."""
+        # A second CacheMiddleware on the same cache further in (add_middleware inside,
+        # a wrapper outside) sees this mark and stays out of the way: it would wait on
+        # this request's own lease.
+        scope = {**self.scope, LAYER: self.middleware.cache}
+        if self.store:
+            # The client's validators describe its own copy: ask for a complete response
+            # and evaluate If-None-Match here (RFC 9111 §4.3.2).
+            headers = unconditional_headers(self.request_headers)
+            if len(headers) != len(self.request_headers):
+                scope["headers"] = headers
+        self.request_time = time.time()
+        await self.middleware.app(scope, receive, self.send)
+        if self.state == _BUFFER:
+            # The app returned mid-body: hand on what it sent, as if we were not here.
+            await self._flush(more_body=True)
+
+    # -- the app's send --------------------------------------------------------------
+    async def send(self, message: Message) -> None:
+        state = self.state
+        if state == _PASS:
+            await self.send_downstream(message)
+        elif state == _BUFFER:
+            if message["type"] != BODY:  # a zero-copy send, trailers...: not cached
+                await self._flush(more_body=True)
+                await self.send_downstream(message)
+                return
+            body = message.get("body", b"")
+            if body:
+                self.chunks.append(body)
+                self.size += len(body)
+            more_body = message.get("more_body", False)
+            if self.size > self.middleware.max_body_size:
+                self._not_storable(TOO_LARGE)
+                await self._flush(more_body=more_body)
+            elif not more_body:
+                await self._complete()
+        elif message["type"] == START:
+            await self._start(message)
+        else:
+            await self.send_downstream(message)
+
+    async def _start(self, message: Message) -> None:
+        self.response_time = time.time()
+        self.start = message
+        self.status = status = message["status"]
+        self.headers = headers = [(name, value) for name, value in message.get("headers", ())]
+        if self.store and not message.get("trailers", False):
+            # The response alone first: request fields only ever add refusals (no-store,
+            # Authorization, Cookie), so a refusal here is the URL's, not this request's,
+            # and an uncacheable endpoint pays for one decision per request, not two.
+            decision = decide_store(self.method, (), status, headers, self.policy)
+            if not decision.store:
+                self._not_storable(PASS_PREFIX + decision.reason)
+            elif decide_store(
+                self.method, self.request_headers, status, headers, self.policy
+            ).store:
+                length = first_header(headers, b"content-length")
+                if length is None or not _exceeds(length, self.middleware.max_body_size):
+                    self.state = _BUFFER
+                    return
+                self._not_storable(TOO_LARGE)
+        self.state = _PASS
+        await self.send_downstream(self.middleware.tag_miss(message, headers))
+
+    async def _flush(self, *, more_body: bool) -> None:
+        """Give up buffering: forward the held start and the body so far."""
+        self.state = _PASS
+        await self.send_downstream(self.middleware.tag_miss(self.start, self.headers))
+        body = b"".join(self.chunks)
+        self.chunks = []
+        if body or not more_body:
+            await self.send_downstream({"type": BODY, "body": body, "more_body": more_body})
+
+    async def _complete(self) -> None:
+        """The whole body is here: answer the client, then store the response."""
+        middleware = self.middleware
+        chunks = self.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self.chunks = []
+        status = self.status
+        headers = self.headers
+        if middleware.cache_header_name is not None:
+            # Our own annotation (from a cache layer further in) describes another hop.
+            name = middleware.cache_header_name
+            headers = [(field, value) for field, value in headers if field.lower() != name]
+        if status not in _NO_CONTENT and first_header(headers, b"content-length") is None:
+            headers = [*headers, (b"content-length", str(len(body)).encode("ascii"))]
+        if 200 <= status < 300:
+            headers = with_etag(headers, body)  # validators for If-None-Match (RFC 9110 §8.8.3)
+        stored = build_stored_response(
+            request_headers=self.request_headers,
+            status=status,
+            headers=headers,
+            body=body,
+            request_time=self.request_time,
+            response_time=self.response_time,
+            policy=self.policy,
+        )
+        ttl = storage_ttl(stored, self.policy, now=self.response_time, revalidate=False)
+        self.state = _PASS
+        if ttl is not None and ttl <= 0:
+            # Already stale (max-age=0, no-cache, ttl=0 without freshness): not worth storing.
+            self._not_storable(PASS_PREFIX + "the response is stale on arrival")
+            await self.send_downstream(middleware.tag_miss(self.start, self.headers))
+            await self.send_downstream({"type": BODY, "body": body})
+            return
+        # Committed before the client sees a byte: a client that got this MISS and asks
+        # another worker next gets the HIT (and the stampede lease outlives no write).
+        self.stored = stored
+        await middleware.store(self.key, stored, None if ttl is None else ttl + KEEP_STALE)
+        if not_modified(self.request_headers, stored):
+            await self.send_downstream(
+                {
+                    "type": START,
+                    "status": 304,
+                    "headers": [
+                        *not_modified_headers(stored, now=self.response_time),
+                        *middleware.miss_header,
+                    ],
+                }
+            )
+            await self.send_downstream({"type": BODY, "body": b""})
+        else:
+            await self.send_downstream(
+                {"type": START, "status": status, "headers": [*headers, *middleware.miss_header]}
+            )
+            await self.send_downstream({"type": BODY, "body": body})
+
+    def _not_storable(self, reason: str) -> None:
+        if self.status not in _REQUEST_DETERMINED:
+            self.pass_reason = reason
+
+
+def _exceeds(content_length: bytes, limit: int) -> bool:
+    try:
+        return int(content_length) > limit
+    except ValueError:  # an invalid Content-Length: let the body count decide
+        return False

@@ -1,0 +1,693 @@
+"""Response caching for ASGI applications: :class:`CacheMiddleware`, a shared HTTP cache.
+
+Put it in front of any ASGI app (FastAPI, Starlette, Litestar, a bare coroutine)::
+
+    from shardcache import AsyncCache
+    from shardcache.asgi import CacheMiddleware
+
+    cache = AsyncCache("/var/cache/myapp")
+    app.add_middleware(CacheMiddleware, cache=cache, ttl=60)  # Starlette / FastAPI
+    app = CacheMiddleware(app, cache=cache, ttl=60)           # any ASGI app
+
+It is a shared cache with the rules of RFC 9111, written once in :mod:`shardcache._http`
+(pure functions, no I/O); this module is the short I/O loop around them. A request::
+
+    GET/HEAD ─key─▶ cache.get(P) ─ StoredResponse ─▶ decide_reuse ─ FRESH ─▶ 200/304, HIT
+                       │          └ list of Vary names ─▶ cache.get(variant) ─┘
+                       ├ "pass: ..." (hit-for-pass) ───▶ the app; stored if storable
+                       └ nothing, or stale ─────────────▶ single_flight(P): ONE request per
+                                                          key reaches the app, in this
+                                                          process and across processes
+    other methods ──▶ the app; a 2xx/3xx answer to an unsafe one drops the URL (§4.4)
+
+The storage layout is the one :mod:`shardcache._http` describes: the primary key ``P``
+(``"GET http://host/path?query"``) holds the :class:`~shardcache._http.StoredResponse`,
+or the list of ``Vary`` names, each variant then living under ``variant_key(P, ...)``
+tagged ``P``; or a ``"pass: <reason>"`` string for a while after a response that may not
+be stored. The middleware depends only on :class:`~shardcache.CacheBackend`.
+
+Fail open: a cache that fails (closed, disk full, corrupt) never fails a request; the
+request goes to the app and the failure is logged once per cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Final, Literal
+
+from ._asgi_exchange import (
+    BODY,
+    LAYER,
+    START,
+    TOO_LARGE,
+    Exchange,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
+from ._errors import ConfigurationError
+from ._http import (
+    HEURISTICALLY_CACHEABLE_STATUSES,
+    LOOKUP_METHODS,
+    SAFE_METHODS,
+    CachePolicy,
+    Reuse,
+    StoredResponse,
+    asgi_url,
+    decide_request,
+    decide_reuse,
+    first_header,
+    invalidation_keys,
+    not_modified,
+    not_modified_headers,
+    primary_key_asgi,
+    request_has_credentials,
+    reuse_plan,
+    serve_headers,
+    variant_key,
+    vary_names,
+    vary_values,
+)
+from ._stampede import _warn_once, single_flight
+from ._types import CacheBackend
+
+__all__ = ["DEFAULT_STATUSES", "ASGIApp", "CacheMiddleware", "KeyFunction", "cache_for"]
+
+logger = logging.getLogger("shardcache.asgi")
+
+ASGIApp = Callable[[Scope, Receive, Send], Any]
+#: ``key(scope, default_key) -> key | None``: the primary key of a GET/HEAD request.
+KeyFunction = Callable[[Scope, str], "str | None"]
+
+#: The statuses stored by default: RFC 9110 §15.1's heuristically cacheable ones, less
+#: 206 (partial content is never stored) and 501 (a server error: caching it would
+#: prolong a bad deploy).
+DEFAULT_STATUSES: Final = HEURISTICALLY_CACHEABLE_STATUSES - {501}
+
+# What the primary key holds: a response, the Vary names of its variants, or a marker.
+_SLOT: Final[Any] = StoredResponse | list[str] | str
+_MEMO_SIZE: Final = 4096  # per-process memo of primary keys and rule matches
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2 token
+_EMPTY_BODY: Final[Message] = {"type": BODY, "body": b""}
+
+
+class CacheMiddleware:
+    """A shared HTTP cache (RFC 9111) in front of an ASGI application.
+
+    Example::
+
+        app.add_middleware(CacheMiddleware, cache=cache, ttl=60)
+
+    What is stored: the response to a ``GET`` whose status is in ``statuses``, whose body
+    fits ``max_body_size`` and that the rules allow (no ``Set-Cookie``, ``private``,
+    ``no-store`` or ``Vary: *``; for a request with ``Authorization`` only a ``public`` or
+    ``s-maxage`` response; for a request with ``Cookie`` only a response with explicit
+    freshness, or one that varies on ``Cookie``). It is fresh for ``s-maxage``, else
+    ``max-age``, else ``Expires``, else ``ttl``. ``HEAD`` is answered from the ``GET``
+    entry. Responses get ``Age`` and the ``cache_header`` (``HIT``/``MISS``).
+
+    Options (keyword-only):
+
+    * ``cache`` -- any :class:`~shardcache.CacheBackend` (an open or lazily opened
+      :class:`~shardcache.AsyncCache`).
+    * ``ttl`` -- seconds a response without explicit freshness stays fresh; ``0`` (the
+      default) stores only responses that say how long they are fresh; ``None``: forever.
+    * ``methods`` -- the methods answered from the cache, a subset of GET and HEAD.
+    * ``statuses`` -- the statuses that may be stored (default :data:`DEFAULT_STATUSES`).
+    * ``max_body_size`` -- bodies up to this many bytes are buffered and stored; a larger
+      one streams through untouched.
+    * ``key`` -- ``key(scope, default_key)`` returns the primary key to use (``None``:
+      do not cache this request); the default key is method + scheme + host + path +
+      query. Also applied to the keys an unsafe request invalidates.
+    * ``cache_header`` -- the response header saying ``HIT`` or ``MISS``; ``None``: none.
+    * ``cache_private`` -- store ``Cache-Control: private`` responses too (only when every
+      client may see every response, e.g. behind a per-user cache key).
+    * ``cookies`` -- ``"explicit"`` (default): a request with ``Cookie`` is answered from
+      the cache, and its response stored, only when the response has explicit freshness
+      (``max-age``, ``s-maxage``, ``Expires``, ``public``) or varies on ``Cookie``;
+      ``"ignore"``: cookies do not matter, as in RFC 9111.
+    * ``rules`` -- ``{path glob: ttl}``, first match wins: the ``ttl`` for matching paths;
+      ``0`` means "never cache these paths".
+    * ``pass_ttl`` -- seconds to remember that a URL's response may not be stored, so that
+      its requests go straight to the app instead of waiting on each other; ``0``: never.
+    * ``lock_timeout`` -- the longest a request waits for another one to compute the same
+      response before it asks the app itself.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        cache: CacheBackend,
+        ttl: float | None = 0.0,
+        methods: Iterable[str] = ("GET", "HEAD"),
+        statuses: Iterable[int] = DEFAULT_STATUSES,
+        max_body_size: int = 2**20,
+        key: KeyFunction | None = None,
+        cache_header: str | None = "X-Cache",
+        cache_private: bool = False,
+        cookies: Literal["explicit", "ignore"] = "explicit",
+        rules: Mapping[str, float | None] | None = None,
+        pass_ttl: float = 30.0,
+        lock_timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(cache, CacheBackend):
+            raise TypeError(
+                f"cache must implement shardcache.CacheBackend (an AsyncCache), "
+                f"got {type(cache).__name__}"
+            )
+        methods = frozenset(method.upper() for method in methods)
+        if not methods <= LOOKUP_METHODS:
+            raise ConfigurationError(
+                f"methods={sorted(methods)!r}: only GET and HEAD can be answered from a cache"
+            )
+        if type(max_body_size) is not int or max_body_size < 0:
+            raise ConfigurationError(f"max_body_size={max_body_size!r}: expected an int >= 0")
+        if cookies not in ("explicit", "ignore"):
+            raise ConfigurationError(f"cookies={cookies!r}: expected 'explicit' or 'ignore'")
+        if cache_header is not None and not _HEADER_NAME.fullmatch(cache_header):
+            raise ConfigurationError(f"cache_header={cache_header!r}: not a header name")
+        if not (pass_ttl >= 0 and math.isfinite(pass_ttl)):
+            raise ConfigurationError(f"pass_ttl={pass_ttl!r}: expected seconds >= 0")
+        if not (lock_timeout > 0 and math.isfinite(lock_timeout)):
+            raise ConfigurationError(f"lock_timeout={lock_timeout!r}: expected seconds > 0")
+        self.app = app
+        self.cache = cache
+        self.max_body_size = max_body_size
+        self._methods = methods
+        self._key_function = key
+        self._pass_ttl = pass_ttl
+        self._lock_timeout = lock_timeout
+        self._policy = self._make_policy(ttl, statuses, cache_private, cookies)
+        self._rules = [
+            (
+                re.compile(fnmatch.translate(pattern)),
+                None
+                if rule_ttl == 0
+                else self._make_policy(rule_ttl, statuses, cache_private, cookies),
+            )
+            for pattern, rule_ttl in (rules or {}).items()
+        ]
+        name = None if cache_header is None else cache_header.lower().encode("latin-1")
+        #: The lowercase name of the HIT/MISS header, never stored with a response.
+        self.cache_header_name = name
+        self._hit: tuple[tuple[bytes, bytes], ...] = () if name is None else ((name, b"HIT"),)
+        #: The header pair added to responses that came from the app (empty when disabled).
+        self.miss_header: tuple[tuple[bytes, bytes], ...] = (
+            () if name is None else ((name, b"MISS"),)
+        )
+        self._keys: dict[tuple[Any, ...], str | None] = {}
+        self._route_policies: dict[str, CachePolicy | None] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._plans: dict[str, _Plan] = {}
+
+    @staticmethod
+    def _make_policy(
+        ttl: float | None, statuses: Iterable[int], cache_private: bool, cookies: str
+    ) -> CachePolicy:
+        if ttl is not None and not (ttl >= 0 and math.isfinite(ttl)):
+            raise ConfigurationError(f"ttl={ttl!r}: expected seconds >= 0, or None (forever)")
+        return CachePolicy(
+            shared=True,
+            default_ttl=None if ttl is None else float(ttl),
+            cacheable_statuses=frozenset(statuses),
+            cache_private=cache_private,
+            cookie_credentials=cookies == "explicit",
+        )
+
+    # -- the request ------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                receive = self._lifespan_receive(receive)
+            await self.app(scope, receive, send)
+            return
+        method: str = scope["method"]
+        if method not in self._methods or scope.get(LAYER) is self.cache:
+            if method in SAFE_METHODS:
+                await self.app(scope, receive, send)
+            else:
+                await self._unsafe(scope, receive, send, method)
+            return
+        policy = self._policy if not self._rules else self._route_policy(scope["path"])
+        key = None if policy is None else self._primary_key(scope)
+        if key is None or policy is None:
+            await self._pass(scope, receive, send)
+            return
+        headers = scope["headers"]
+        try:
+            found = await self.cache.get(key, type=_SLOT)
+            found_key = key
+            if type(found) is list:  # the Vary names: one more read for this variant
+                found_key = variant_key(key, vary_values(found, headers))
+                found = await self.cache.get(found_key, type=StoredResponse)
+        except Exception as exc:
+            _warn_once("read", exc, self.cache)
+            await self._pass(scope, receive, send)
+            return
+        if type(found) is StoredResponse:
+            # The hot path: a plain request for a fresh entry, settled by the entry's
+            # ReusePlan (worked out once per stored response) from field names and clock.
+            now = time.time()
+            plan = self._plans.get(found_key)
+            if plan is None or not plan.serves(found, policy):
+                plan = self._plan(found_key, found, policy)
+            if plan.reuse.fresh_for(method, headers, now=now):
+                response_headers = plan.headers.copy()
+                response_headers[plan.age_index] = (b"age", plan.reuse.age_header(now))
+                await send({"type": START, "status": found.status, "headers": response_headers})
+                await send({"type": BODY, "body": found.body if method == "GET" else b""})
+                return
+        request = decide_request(method, headers, policy)
+        if not request.lookup:
+            if request.only_if_cached:
+                await self._gateway_timeout(send)
+            else:
+                await self._fetch(scope, receive, send, key, policy, store=request.store)
+            return
+        coalesce = True
+        if type(found) is StoredResponse:
+            now = time.time()
+            verdict = decide_reuse(found, method, headers, policy, now=now).reuse
+            if verdict is Reuse.FRESH:
+                await self._serve(send, found, method, headers, now)
+                return
+            if verdict is Reuse.STALE_OK:
+                await self._serve(send, found, method, headers, now)
+                if request.store:
+                    self._refresh_later(scope, key, found_key, policy)
+                return
+            coalesce = verdict is Reuse.REVALIDATE  # NO: this request cannot share it
+        elif found is not None:  # a hit-for-pass marker
+            if request.only_if_cached:
+                await self._gateway_timeout(send)
+            elif found == TOO_LARGE:
+                await self._pass(scope, receive, send)
+            else:  # hit-for-miss: no waiting on each other, but store what may be stored
+                await self._fetch(scope, receive, send, key, policy, store=request.store)
+            return
+        else:
+            # Nothing known about this URL: a request with credentials would most likely
+            # get a response it cannot share, so it does not make others wait for it.
+            coalesce = not request_has_credentials(headers, policy)
+        if request.only_if_cached:
+            await self._gateway_timeout(send)  # RFC 9111 §5.2.1.7
+        elif coalesce and request.store:
+            await self._coalesced(scope, receive, send, key, found_key, policy)
+        else:
+            mark = found is None  # a marker where nothing is stored, if the response says so
+            await self._fetch(scope, receive, send, key, policy, store=request.store, mark=mark)
+
+    def _plan(self, key: str, stored: StoredResponse, policy: CachePolicy) -> _Plan:
+        plan = _Plan(stored, policy, self._hit)
+        if len(self._plans) >= _MEMO_SIZE:
+            self._plans.clear()
+        self._plans[key] = plan
+        return plan
+
+    async def _lookup(self, key: str, headers: Any) -> tuple[Any, str]:
+        """What the cache holds for this request, and the key it holds it under."""
+        found = await self.cache.get(key, type=_SLOT)
+        if type(found) is list:
+            variant = variant_key(key, vary_values(found, headers))
+            return await self.cache.get(variant, type=StoredResponse), variant
+        return found, key
+
+    async def _lookup_usable(
+        self, key: str, method: str, headers: Any, policy: CachePolicy
+    ) -> StoredResponse | str | None:
+        """For a stampede waiter: a stored response fresh for this request, a pass
+        marker (stop waiting, ask the app), or ``None`` (keep waiting)."""
+        try:
+            found, _ = await self._lookup(key, headers)
+        except Exception as exc:
+            _warn_once("read", exc, self.cache)
+            return None
+        if type(found) is StoredResponse:
+            verdict = decide_reuse(found, method, headers, policy, now=time.time())
+            return found if verdict.reuse is Reuse.FRESH else None
+        return found  # type: ignore[no-any-return]
+
+    async def _serve(
+        self, send: Send, stored: StoredResponse, method: str, headers: Any, now: float
+    ) -> None:
+        """Answer from the cache: the stored response, or a 304 (RFC 9111 §4.3.2)."""
+        if not_modified(headers, stored):
+            await send(
+                {
+                    "type": START,
+                    "status": 304,
+                    "headers": not_modified_headers(stored, now=now) + list(self._hit),
+                }
+            )
+            await send(_EMPTY_BODY)
+            return
+        response_headers = serve_headers(stored, now=now)
+        response_headers += self._hit
+        await send({"type": START, "status": stored.status, "headers": response_headers})
+        await send({"type": BODY, "body": stored.body if method == "GET" else b""})
+
+    async def _fetch(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        key: str,
+        policy: CachePolicy,
+        *,
+        store: bool,
+        mark: bool = False,
+    ) -> Exchange:
+        """One trip to the app, storing its response when allowed; no waiting on others."""
+        exchange = Exchange(self, scope, send, key=key, policy=policy, store=store)
+        await exchange.run(receive)
+        if mark and exchange.pass_reason is not None:
+            await self._mark_pass(key, exchange.pass_reason)
+        return exchange
+
+    async def _coalesced(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        key: str,
+        flight_key: str,
+        policy: CachePolicy,
+    ) -> None:
+        """A miss that concurrent identical misses share: one of them reaches the app."""
+        method: str = scope["method"]
+        headers = scope["headers"]
+        started = False
+
+        def lookup() -> Awaitable[Any]:
+            return self._lookup_usable(key, method, headers, policy)
+
+        async def produce() -> tuple[Any, bool]:
+            nonlocal started
+            started = True
+            exchange = await self._fetch(scope, receive, send, key, policy, store=True, mark=True)
+            return exchange.stored, exchange.stored is not None
+
+        try:
+            result, produced = await single_flight(
+                self.cache, flight_key, lookup, produce, lock_timeout=self._lock_timeout
+            )
+        except Exception as exc:
+            if started:
+                raise  # the app's own error
+            _warn_once("lease", exc, self.cache)
+            await self._pass(scope, receive, send)
+            return
+        if produced:
+            return
+        if type(result) is StoredResponse:
+            now = time.time()
+            if decide_reuse(result, method, headers, policy, now=now).reuse is Reuse.FRESH:
+                await self._serve(send, result, method, headers, now)
+                return
+        elif result == TOO_LARGE:
+            await self._pass(scope, receive, send)
+            return
+        # Another variant, or a response this request may not share: ask the app.
+        await self._fetch(scope, receive, send, key, policy, store=True)
+
+    async def _pass(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Straight to the app: nothing looked up, nothing stored; only tagged MISS."""
+        if not self.miss_header:
+            await self.app(scope, receive, send)
+            return
+        miss = self.miss_header
+
+        async def tagged(message: Message) -> None:
+            if message["type"] == START:
+                message = {**message, "headers": [*message.get("headers", ()), *miss]}
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+    async def _gateway_timeout(self, send: Send) -> None:
+        # RFC 9111 §5.2.1.7: only-if-cached and nothing stored that may answer.
+        headers = [(b"content-length", b"0"), *self.miss_header]
+        await send({"type": START, "status": 504, "headers": headers})
+        await send(_EMPTY_BODY)
+
+    def tag_miss(self, message: Message, headers: list[tuple[bytes, bytes]]) -> Message:
+        """``message`` (a response start) with ``headers`` and the MISS header."""
+        return {**message, "headers": [*headers, *self.miss_header]}
+
+    # -- the cache ----------------------------------------------------------------------
+    async def store(self, key: str, stored: StoredResponse, ttl: float | None) -> None:
+        """Write a response under its primary key, or as a ``Vary`` variant of it."""
+        try:
+            names = vary_names(stored.headers)
+            if names:
+                await self.cache.set(variant_key(key, stored.vary), stored, ttl=ttl, tag=key)
+                await self.cache.set(key, list(names), ttl=ttl)
+            else:
+                await self.cache.set(key, stored, ttl=ttl)
+        except Exception as exc:
+            _warn_once("write", exc, self.cache)
+
+    async def _mark_pass(self, key: str, reason: str) -> None:
+        # Hit-for-pass: only where nothing live is stored, so that it never hides a
+        # response (a request cannot use it to evict a good entry).
+        if self._pass_ttl > 0:
+            try:
+                await self.cache.add(key, reason, ttl=self._pass_ttl)
+            except Exception as exc:
+                _warn_once("write", exc, self.cache)
+
+    def _refresh_later(self, scope: Scope, key: str, flight_key: str, policy: CachePolicy) -> None:
+        """Refresh a stale entry that was just served (stale-while-revalidate)."""
+        if flight_key in self._refreshing:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._refresh(dict(scope), key, flight_key, policy)
+        )
+        self._refreshing[flight_key] = task
+        task.add_done_callback(lambda _: self._refreshing.pop(flight_key, None))
+
+    async def _refresh(self, scope: Scope, key: str, flight_key: str, policy: CachePolicy) -> None:
+        requested = False
+
+        async def receive() -> Message:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()  # never disconnects; bounded by the timeout below
+            raise AssertionError("unreachable")
+
+        async def discard(message: Message) -> None:
+            pass
+
+        def lookup() -> Awaitable[Any]:  # another process may have refreshed it already
+            return self._lookup_usable(key, "GET", scope["headers"], policy)
+
+        async def produce() -> tuple[Any, bool]:
+            exchange = await self._fetch(scope, receive, discard, key, policy, store=True)
+            return exchange.stored, exchange.stored is not None
+
+        try:
+            await asyncio.wait_for(
+                single_flight(
+                    self.cache, flight_key, lookup, produce, lock_timeout=self._lock_timeout
+                ),
+                self._lock_timeout,
+            )
+        except Exception as exc:  # the app's or the cache's: the stale entry stays
+            logger.warning("shardcache background refresh of %s failed: %r", key, exc)
+
+    async def _unsafe(self, scope: Scope, receive: Receive, send: Send, method: str) -> None:
+        """An unsafe request: once it succeeds, drop what is stored for its URL (§4.4)."""
+
+        async def watch(message: Message) -> None:
+            if message["type"] == START and 200 <= message["status"] < 400:
+                await self._invalidate(scope, method, message["status"], message.get("headers", ()))
+            await send(message)
+
+        await self.app(scope, receive, watch)
+
+    async def _invalidate(self, scope: Scope, method: str, status: int, headers: Any) -> None:
+        host = self._host(scope)
+        if host is None:
+            return
+        try:
+            url = asgi_url(scope["scheme"], host, _raw_path(scope), scope.get("query_string", b""))
+            found = invalidation_keys(method, status, url, list(headers), sort_query=False)
+        except ValueError:
+            return  # not a URL anything could have been stored under
+        custom = self._key_function
+        keys = found if custom is None else [custom(scope, key) for key in found]
+        try:
+            for key in dict.fromkeys(keys):
+                if key is not None:
+                    # The entry (or the Vary list, or a pass marker), then its variants.
+                    await self.cache.delete(key)
+                    await self.cache.evict(key)
+        except Exception as exc:
+            _warn_once("invalidation", exc, self.cache)
+
+    # -- keys and rules ---------------------------------------------------------------
+    def _primary_key(self, scope: Scope) -> str | None:
+        host = self._host(scope)
+        if host is None:
+            return None
+        scheme: str = scope["scheme"]
+        path = _raw_path(scope)
+        query: bytes = scope.get("query_string", b"")
+        memo = (scheme, host, path, query)
+        try:
+            key = self._keys[memo]
+        except KeyError:
+            try:
+                key = primary_key_asgi("GET", scheme, host, path, query)
+            except ValueError:
+                key = None  # a host or path no URL can have: not cached
+            if len(self._keys) >= _MEMO_SIZE:
+                self._keys.clear()
+            self._keys[memo] = key
+        if key is not None and self._key_function is not None:
+            return self._key_function(scope, key)
+        return key
+
+    @staticmethod
+    def _host(scope: Scope) -> str | None:
+        for name, value in scope["headers"]:
+            if name == b"host":
+                return value.decode("latin-1")  # type: ignore[no-any-return]
+        value = first_header(scope["headers"], b"host")
+        if value is not None:
+            return value.decode("latin-1")
+        server = scope.get("server")
+        if not server:
+            return None
+        host, port = server
+        return host if port is None else f"{host}:{port}"
+
+    def _route_policy(self, path: str) -> CachePolicy | None:
+        try:
+            return self._route_policies[path]
+        except KeyError:
+            policy: CachePolicy | None = self._policy
+            for pattern, rule_policy in self._rules:
+                if pattern.match(path):
+                    policy = rule_policy
+                    break
+            if len(self._route_policies) >= _MEMO_SIZE:
+                self._route_policies.clear()
+            self._route_policies[path] = policy
+            return policy
+
+    # -- lifespan -----------------------------------------------------------------------
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await self._stop_refreshes()
+            return message
+
+        return wrapped
+
+    async def _stop_refreshes(self) -> None:
+        """Cancel background refreshes before the app (and its cache) shuts down."""
+        tasks = list(self._refreshing.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=self._lock_timeout)
+
+
+class _Plan:
+    """A stored response's :class:`~shardcache._http.ReusePlan` and HIT header template,
+    kept per key while the entry read from the cache has the same status, fields, times
+    and ``vary`` record (everything the plan depends on; not the body, which is not kept
+    here) and the policy is the same."""
+
+    __slots__ = (
+        "age_index",
+        "fields",
+        "headers",
+        "policy",
+        "request_time",
+        "response_time",
+        "reuse",
+        "status",
+        "vary",
+    )
+
+    def __init__(
+        self, stored: StoredResponse, policy: CachePolicy, hit: tuple[tuple[bytes, bytes], ...]
+    ) -> None:
+        self.response_time = stored.response_time
+        self.request_time = stored.request_time
+        self.status = stored.status
+        self.fields = stored.headers
+        self.vary = stored.vary
+        self.policy = policy
+        self.reuse = reuse_plan(stored, policy)
+        self.headers = serve_headers(stored, now=stored.response_time) + list(hit)
+        self.age_index = next(i for i, (name, _) in enumerate(self.headers) if name == b"age")
+
+    def serves(self, stored: StoredResponse, policy: CachePolicy) -> bool:
+        return (
+            stored.response_time == self.response_time
+            and stored.request_time == self.request_time
+            and stored.status == self.status
+            and policy is self.policy
+            and stored.headers == self.fields
+            and stored.vary == self.vary
+        )
+
+
+def _raw_path(scope: Scope) -> bytes:
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None:
+        path: str = scope["path"]
+        return path.encode("utf-8")
+    return raw.partition(b"?")[0]
+
+
+def cache_for(
+    seconds: float,
+    *,
+    public: bool = True,
+    stale_while_revalidate: float | None = None,
+) -> Callable[..., None]:
+    """A FastAPI dependency that makes a route's responses fresh for ``seconds``.
+
+    It sets ``Cache-Control: public, max-age=<seconds>`` (plus
+    ``stale-while-revalidate``) unless the route sets its own ``Cache-Control``. The
+    explicit freshness is what :class:`CacheMiddleware` needs, whatever its ``ttl``::
+
+        @app.get("/report", dependencies=[Depends(cache_for(300))])
+        async def report() -> dict[str, str]: ...
+
+    Without FastAPI, return the header yourself:
+    ``Response(..., headers={"Cache-Control": "public, max-age=300"})``.
+    """
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise ConfigurationError(f"seconds={seconds!r}: expected seconds >= 0")
+    directives = ["public"] if public else []
+    directives.append(f"max-age={int(seconds)}")
+    if stale_while_revalidate is not None:
+        directives.append(f"stale-while-revalidate={int(stale_while_revalidate)}")
+    value = ", ".join(directives)
+
+    from starlette.responses import Response  # FastAPI users have it; others never call this
+
+    def dependency(response: Response) -> None:
+        if "cache-control" not in response.headers:
+            response.headers["cache-control"] = value
+
+    # FastAPI reads the annotation to inject the Response; with postponed annotations it
+    # would find the string "Response" and could not resolve it from this module.
+    dependency.__annotations__ = {"response": Response, "return": None}
+    return dependency
