@@ -101,7 +101,7 @@ class AsyncCache:
         near_cache: int = 32 * 2**20,
         on_corrupt: OnCorrupt = "raise",
         secret: bytes | str | None = None,
-        writer_threads: int = 1,
+        writer_threads: int | None = None,
     ) -> None:
         self._options = options = Options.build(
             directory,
