@@ -133,14 +133,14 @@ class Exchange:
         """Call the app; on return the response has been sent (and stored, if it may be)."""
         # A second CacheMiddleware on the same cache further in (add_middleware inside,
         # a wrapper outside) sees this mark and stays out of the way: it would wait on
-        # this request's own lease.
-        scope = {**self.scope, LAYER: self.middleware.cache}
-        if self.store:
+        # this request's own lease. The scope is this request's own: marked in place.
+        scope = self.scope
+        scope[LAYER] = self.middleware.cache
+        if self.store and _has_validators(self.request_headers):
             # The client's validators describe its own copy: ask for a complete response
-            # and evaluate If-None-Match here (RFC 9111 §4.3.2).
-            headers = unconditional_headers(self.request_headers)
-            if len(headers) != len(self.request_headers):
-                scope["headers"] = headers
+            # and evaluate If-None-Match here (RFC 9111 §4.3.2). self.request_headers
+            # keeps the client's fields for that.
+            scope["headers"] = unconditional_headers(self.request_headers)
         self.request_time = time.time()
         await self.middleware.app(scope, receive, self.send)
         if self.state == _BUFFER:
@@ -262,6 +262,13 @@ class Exchange:
     def _not_storable(self, reason: str) -> None:
         if self.status not in _REQUEST_DETERMINED:
             self.pass_reason = reason
+
+
+def _has_validators(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, _ in headers:
+        if name[:3] in (b"if-", b"If-", b"IF-"):
+            return True
+    return False
 
 
 def _exceeds(content_length: bytes, limit: int) -> bool:

@@ -375,20 +375,20 @@ class AsyncCache:
         loop = asyncio.get_running_loop()
         blob = await loop.run_in_executor(self._pool, shard.read_file, file)
         if blob is None:
-            # A row whose value file is gone is a miss, and the row is repaired.
-            self._spawn(self._executor_write(shard.index, ops.op_delete, (kb,)))
+            # The file vanished: either a writer replaced the row since we read it (read
+            # the row again and use what is there now), or a crash lost it (a miss, and the
+            # row is repaired, but only if it still points to that file).
+            rows = await loop.run_in_executor(self._pool, shard.read_in_thread, kb)
+            if rows and rows[0][3] != file:
+                return await self._decode(shard, kb, rows[0], type)
+            self._spawn(self._executor_write(shard.index, ops.op_drop_missing_file, (kb, file)))
             return _MISS
         return self._value(shard, kb, (blob, row[1], row[2], None, None, 0.0), type)
 
     def _value(self, shard: Shard, kb: bytes, row: Row, type: Any) -> Any:
         """Decode a row's value; MISSING when it reads as a miss (tampered, gone, misfit)."""
-        blob, fmt, _exp, file = row[0], row[1], row[2], row[3]
-        if file is not None:
-            blob = shard.read_file(file)
-            if blob is None:
-                # A row whose value file is gone is a miss, and the row is repaired.
-                self._spawn(self._executor_write(shard.index, ops.op_delete, (kb,)))
-                return _MISS
+        blob, fmt = row[0], row[1]
+        assert row[3] is None, "value files are read by _decode"
         if fmt == 0 and type is None and self._fast:
             try:
                 return self._fast_decode(blob)
@@ -475,6 +475,8 @@ class AsyncCache:
         expire, purge = row[2], row[4]
         if expire is not None and expire <= now and (purge is None or purge <= now):
             return None
+        if shard.track_access:
+            self._touch_access(shard, kb, now)
         if row[1] == 0 and row[3] is None and type is None and self._fast:
             try:
                 return Entry(self._fast_decode(row[0]), expire, row[5])
@@ -520,6 +522,8 @@ class AsyncCache:
                     value = await self._decode(shard, kb, row, None)
                     if value is not _MISS:
                         found[wanted[kb]] = value
+                        if shard.track_access:
+                            self._touch_access(shard, kb, now)
         self._hits += len(found)
         self._misses += len(wanted) - len(found)
         return found
@@ -665,7 +669,7 @@ class AsyncCache:
         return await self.incr(key, -delta, default=default)
 
     async def set_many(
-        self, mapping: Mapping[Key, Any], *, ttl: TTL = DEFAULT, tag: str | None = None
+        self, mapping: Mapping[Any, Any], *, ttl: TTL = DEFAULT, tag: str | None = None
     ) -> None:
         """Store every item; all are encoded (and checked) before anything is written."""
         if not self._ready:
@@ -674,7 +678,10 @@ class AsyncCache:
         encoded = [self._encode(k, v, ttl, tag, 0, now) for k, v in mapping.items()]
         executor = self._executor
         assert executor is not None
-        futures = [executor.submit(index, ops.op_set, args) for index, args, _ in encoded]
+        futures = [
+            executor.submit(index, ops.op_set, args, direct=not to_file)
+            for index, args, to_file in encoded
+        ]
         await _gather_all(futures)
         self._sets += len(futures)
 
@@ -774,6 +781,8 @@ class AsyncCache:
 
     async def count(self) -> int:
         """The number of live entries."""
+        if not self._ready:
+            await self._ensure_open()
         now = time.time()
         counts = [
             await self._in_pool(_fetch_one, shard, sql.COUNT_LIVE, (now,)) for shard in self._shards
@@ -782,6 +791,8 @@ class AsyncCache:
 
     async def volume(self) -> int:
         """Bytes the entries take: keys, values (value files included) and row overhead."""
+        if not self._ready:
+            await self._ensure_open()
         sizes = [await self._in_pool(_fetch_one, s, sql.VOLUME, ()) for s in self._shards]
         return sum(sizes)
 
@@ -843,8 +854,6 @@ class AsyncCache:
         """Check integrity (SQLite, value files, size accounting); repair with ``fix=True``."""
         if not self._ready:
             await self._ensure_open()
-        if fix:
-            await self._on_every_shard(ops.op_flush)
         report = await self._in_pool(check_shards, self._shards, fix)
         if fix:
             for shard in self._shards:
@@ -853,6 +862,8 @@ class AsyncCache:
 
     async def vacuum(self) -> None:
         """Reclaim free space in every shard file (rewrites the files)."""
+        if not self._ready:
+            await self._ensure_open()
         await self._in_pool(vacuum_shards, self._shards)
 
 

@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._shard import Op, Shard
+from ._shard import WAL_LIMIT, Op, Shard
 
 __all__ = ["Executor"]
 
-_CHECKPOINT_EVERY = 32  # batches per shard between PASSIVE checkpoints
+_CHECKPOINT_EVERY = 16  # batches per shard between PASSIVE checkpoints
 _IDLE_TRUNCATE = 2.0  # seconds without writes before the WAL is truncated
 # A combined batch this small commits on the loop thread: one short transaction (~30 us)
 # beats a thread hop (~100 us); larger ones go to the writer so the loop keeps serving.
@@ -94,6 +95,13 @@ class _Worker(threading.Thread):
                 done.extend(live)
                 self.checkpointer.wrote(shard)
             _dispatch(done)
+
+
+def _wal_size(shard: Shard) -> int:
+    try:
+        return os.stat(f"{shard.path}-wal").st_size
+    except OSError:
+        return 0
 
 
 def _dispatch(ops: list[Op]) -> None:
@@ -164,8 +172,14 @@ class _Checkpointer(threading.Thread):
         try:
             if conn is None:
                 conn = sqlite3.connect(shard.path, isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA busy_timeout = 0")
+                conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
                 self._conns[shard.index] = conn
+            if mode == "PASSIVE" and _wal_size(shard) > WAL_LIMIT:
+                # Under steady writes a PASSIVE checkpoint never catches the log's end, so
+                # the WAL would grow without bound: RESTART waits (briefly) for the writer
+                # and readers, so that the next commit starts the log over.
+                mode = "RESTART"
+            conn.execute(f"PRAGMA busy_timeout = {200 if mode != 'PASSIVE' else 0}")
             conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
         except sqlite3.Error:
             pass  # busy or closing: the next checkpoint catches up; never a caller's problem

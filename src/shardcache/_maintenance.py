@@ -47,7 +47,18 @@ def _check_one(shard: Shard, conn: sqlite3.Connection, fix: bool, report: CheckR
     result = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
     if result != ["ok"]:
         report.problems.extend(f"{shard.path}: {line}" for line in result[:20])
-        return
+        if not fix:
+            return
+        # Damaged indexes are rebuilt from the table; a damaged table is beyond repair here
+        # (reopen with on_corrupt="reset": a cache is rebuildable data).
+        conn.execute("REINDEX")
+        if [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()] != ["ok"]:
+            report.problems.append(
+                f"{shard.path}: still damaged after REINDEX; reopen the cache with "
+                'on_corrupt="reset" to rebuild this shard'
+            )
+            return
+        report.fixed.append(f"{shard.path}: indexes rebuilt (REINDEX)")
     conn.execute("BEGIN IMMEDIATE" if fix else "BEGIN")
     try:
         rows = conn.execute("SELECT key, file FROM entries WHERE file IS NOT NULL").fetchall()
@@ -60,7 +71,11 @@ def _check_one(shard: Shard, conn: sqlite3.Connection, fix: bool, report: CheckR
                     report.fixed.append(f"{shard.path}: dropped the entry of missing {name}")
         cutoff = time.time() - _ORPHAN_AGE
         for path in shard.values_dir.glob(f"{shard.index:03d}-*"):
-            if path.name in known or path.stat().st_mtime > cutoff:
+            try:
+                young = path.stat().st_mtime > cutoff
+            except FileNotFoundError:
+                continue  # deleted by a concurrent write since the listing: not a problem
+            if path.name in known or young:
                 continue
             report.problems.append(f"{path}: orphan value file")
             if fix:

@@ -21,6 +21,7 @@ __all__ = [
     "op_add",
     "op_clear",
     "op_delete",
+    "op_drop_missing_file",
     "op_evict",
     "op_expire",
     "op_flush",
@@ -85,7 +86,6 @@ def op_add(
 def op_delete(shard: Shard, cur: sqlite3.Cursor, batch: _Batch, key: bytes) -> bool:
     """Delete the row; True only if it was live."""
     rows = cur.execute(sql.DELETE, (key,)).fetchall()
-    batch.files = True
     if not rows:
         return False
     batch.keys.append(key)
@@ -97,7 +97,6 @@ def op_pop(
 ) -> tuple[bytes, int] | None:
     """Delete the row and return its (blob, fmt) if it was live."""
     rows = cur.execute(sql.POP, (key,)).fetchall()
-    batch.files = True
     if not rows:
         return None
     batch.keys.append(key)
@@ -170,7 +169,6 @@ def op_incr(
 def op_evict(shard: Shard, cur: sqlite3.Cursor, batch: _Batch, tag: str) -> int:
     """Delete every row with ``tag``; the number of live ones."""
     rows = cur.execute(sql.EVICT_TAG, (tag,)).fetchall()
-    batch.files = True
     batch.keys.extend(r[0] for r in rows)
     return sum(1 for r in rows if _live(r[1], batch.now))
 
@@ -178,7 +176,6 @@ def op_evict(shard: Shard, cur: sqlite3.Cursor, batch: _Batch, tag: str) -> int:
 def op_expire(shard: Shard, cur: sqlite3.Cursor, batch: _Batch) -> int:
     """Purge every expired row now."""
     rows = cur.execute(sql.EXPIRE, (batch.now,)).fetchall()
-    batch.files = True
     batch.keys.extend(r[0] for r in rows)
     shard.expirations += len(rows)
     return len(rows)
@@ -188,7 +185,6 @@ def op_clear(shard: Shard, cur: sqlite3.Cursor, batch: _Batch) -> int:
     """Delete every row; the number of live ones."""
     live: int = cur.execute(sql.COUNT_LIVE, (batch.now,)).fetchall()[0][0]
     cur.execute(sql.CLEAR_ALL)
-    batch.files = True
     batch.all = True
     return live
 
@@ -206,6 +202,15 @@ def op_release(shard: Shard, cur: sqlite3.Cursor, batch: _Batch, key: bytes, own
     cur.execute(sql.LEASE_RELEASE, (key, owner))
 
 
-def op_flush(shard: Shard, cur: sqlite3.Cursor, batch: _Batch) -> None:
-    """Nothing of its own: the batch flushes buffered access bookkeeping and the trash."""
-    batch.files = True
+def op_flush(shard: Shard, cur: sqlite3.Cursor, batch: _Batch) -> int:
+    """Nothing of its own (0): the batch flushes buffered access bookkeeping and the trash."""
+    return 0
+
+
+def op_drop_missing_file(
+    shard: Shard, cur: sqlite3.Cursor, batch: _Batch, key: bytes, file: str
+) -> None:
+    """Repair a row whose value file is gone, unless the row has since been replaced."""
+    cur.execute(sql.DELETE_FILE_ROW, (key, file))
+    if cur.rowcount:
+        batch.keys.append(key)

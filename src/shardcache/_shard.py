@@ -54,6 +54,7 @@ _PURGE_PER_BATCH = 64
 # A loop-thread read slower than this sends the shard's reads to a thread for a while.
 SLOW_READ = 0.001
 SLOW_READ_BACKOFF = 1.0
+WAL_LIMIT = 4 * 2**20  # bytes of WAL past which the checkpointer restarts the log
 _SLOW_READS = 3  # slow reads within SLOW_READ_BACKOFF seconds that trigger the guard
 
 
@@ -86,15 +87,13 @@ class Op:
 class _Batch:
     """What one transaction changed: keys for the change log, files written."""
 
-    __slots__ = ("all", "files", "keys", "new_files", "now")
+    __slots__ = ("all", "keys", "new_files", "now")
 
     def __init__(self, now: float) -> None:
         self.now = now
         self.keys: list[bytes] = []
         self.all = False
         self.new_files: list[Path] = []
-        # Set by ops that may drop a value file (deletes, file writes): the trash is read.
-        self.files = False
 
 
 class Shard:
@@ -167,6 +166,8 @@ class Shard:
             # Checkpoints run off the hot path (the executor's checkpointer), never inside
             # a commit that a caller is waiting for.
             conn.execute("PRAGMA wal_autocheckpoint = 0")
+            # When a checkpoint restarts the WAL, shrink the file back to this size.
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
             sync = {"normal": "NORMAL", "full": "FULL", "off": "OFF"}[self.durability]
             conn.execute(f"PRAGMA synchronous = {sync}")
             # 1 MiB of page cache per connection holds a shard's interior B-tree pages even
@@ -418,6 +419,9 @@ class Shard:
             return True
         try:
             cur = conn.cursor()
+            # Reads buffered for LRU/LFU land before the writes, so that an overwrite in
+            # this batch resets the counts it should.
+            self._flush_access(cur)
             for op in ops:
                 try:
                     op.result = op.fn(self, cur, batch, *op.args)
@@ -427,7 +431,7 @@ class Shard:
                     op.result = exc
             self._after_ops(cur, batch)
             conn.execute("COMMIT")
-        except (sqlite3.DatabaseError, OSError) as exc:
+        except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             for path in batch.new_files:
@@ -436,8 +440,9 @@ class Shard:
             self._fail_all(ops, exc)
             return True
         self.batches += 1
-        if batch.files or self.batches % 64 == 0:
-            self._empty_trash(conn)
+        # Every batch, not only those that touched files: a replaced or culled row may have
+        # had one (the trigger knows, we do not), and an empty table costs ~1 us to read.
+        self._empty_trash(conn)
         return True
 
     def _fail_all(self, ops: Iterable[Op], exc: BaseException) -> None:
@@ -455,19 +460,21 @@ class Shard:
         for op in ops:
             op.result = error
 
+    def _flush_access(self, cur: sqlite3.Cursor) -> None:
+        if not self.access:
+            return
+        access, self.access = self.access, {}
+        # list() copies in C without releasing the GIL: the loop thread may still add to
+        # the old dict, and iterating it here would then fail mid-way.
+        counts = list(access.items())
+        cur.executemany(sql.TOUCH_ACCESS, [(self.access_time, n, key) for key, n in counts])
+
     def _after_ops(self, cur: sqlite3.Cursor, batch: _Batch) -> None:
         now = batch.now
-        if self.access:
-            access, self.access = self.access, {}
-            cur.executemany(
-                sql.TOUCH_ACCESS,
-                [(self.access_time, n, key) for key, n in access.items()],
-            )
         if self.batches % 8 == 0:
             cur.execute(sql.PURGE_SOME, (now, _PURGE_PER_BATCH))
             if cur.rowcount > 0:
                 self.expirations += cur.rowcount
-                batch.files = True
         if self.limit is not None and self.cull_sql is not None:
             self._cull(cur, batch)
         if batch.all or len(batch.keys) > _CHANGE_KEYS_MAX:
@@ -481,16 +488,38 @@ class Shard:
             cur.execute(sql.LEASE_PRUNE, (now,))
 
     def _cull(self, cur: sqlite3.Cursor, batch: _Batch) -> None:
+        """Bring the shard under its limit: expired rows first, then the policy's victims,
+        one by one until the excess is gone, a bounded number per batch (amortized: no
+        write pays for a scan)."""
         assert self.limit is not None and self.cull_sql is not None
-        # Amortized: a bounded number of victims per batch, so no write stalls on a scan.
+        excess = cur.execute(sql.VOLUME).fetchall()[0][0] - self.limit
+        if excess <= 0:
+            return
         budget = 256 + 4 * len(batch.keys)
-        while budget > 0 and cur.execute(sql.VOLUME).fetchall()[0][0] > self.limit:
+        expired = cur.execute(sql.EXPIRED_VICTIMS, (batch.now, budget)).fetchall()
+        excess, taken = self._drop(cur, batch, expired, excess)
+        self.expirations += taken
+        budget -= taken
+        while excess > 0 and budget > 0:
             victims = cur.execute(self.cull_sql, (min(budget, 16),)).fetchall()
             if not victims:
                 break
-            budget -= len(victims)
-            self.evictions += len(victims)
-            batch.keys.extend(v[0] for v in victims)
+            excess, taken = self._drop(cur, batch, victims, excess)
+            self.evictions += taken
+            budget -= taken
+
+    def _drop(
+        self, cur: sqlite3.Cursor, batch: _Batch, victims: list[Any], excess: int
+    ) -> tuple[int, int]:
+        chosen = []
+        for key, size in victims:
+            if excess <= 0:
+                break
+            chosen.append((key,))
+            excess -= size
+        cur.executemany(sql.DELETE_KEY, chosen)
+        batch.keys.extend(key for (key,) in chosen)
+        return excess, len(chosen)
 
     def _empty_trash(self, conn: sqlite3.Connection) -> None:
         """Unlink files whose rows are gone, now that the deletion is committed."""
@@ -519,7 +548,6 @@ class Shard:
             os.close(fd)
         os.replace(tmp, final)
         batch.new_files.append(final)
-        batch.files = True
         return name
 
 

@@ -108,6 +108,11 @@ PURGE_SOME: Final = (
     "DELETE FROM entries WHERE key IN "
     "(SELECT key FROM entries WHERE purge_time <= ? ORDER BY purge_time LIMIT ?)"
 )
+EXPIRED_VICTIMS: Final = (
+    "SELECT key, size FROM entries WHERE purge_time <= ? ORDER BY purge_time LIMIT ?"
+)
+DELETE_KEY: Final = "DELETE FROM entries WHERE key = ?"
+DELETE_FILE_ROW: Final = "DELETE FROM entries WHERE key = ? AND file = ?"
 CLEAR: Final = "DELETE FROM entries WHERE expire_time IS NULL OR expire_time > ?"
 CLEAR_ALL: Final = "DELETE FROM entries"
 APPEND_CHANGE: Final = "INSERT INTO changes (keys) VALUES (?)"
@@ -145,8 +150,5 @@ EVICTION: Final[dict[str, tuple[str, str] | None]] = {
 
 
 def cull_sql(order: str) -> str:
-    """Delete up to ``?`` entries in the policy's order, returning their keys."""
-    return (
-        "DELETE FROM entries WHERE key IN "
-        f"(SELECT key FROM entries ORDER BY {order} LIMIT ?) RETURNING key"
-    )
+    """Up to ``?`` eviction candidates (key, size) in the policy's order."""
+    return f"SELECT key, size FROM entries ORDER BY {order} LIMIT ?"

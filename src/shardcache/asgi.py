@@ -14,7 +14,8 @@ It is a shared cache with the rules of RFC 9111, written once in :mod:`shardcach
 
     GET/HEAD ─key─▶ cache.get(P) ─ StoredResponse ─▶ decide_reuse ─ FRESH ─▶ 200/304, HIT
                        │          └ list of Vary names ─▶ cache.get(variant) ─┘
-                       ├ "pass: ..." (hit-for-pass) ───▶ the app; stored if storable
+                       ├ "pass: ..." (hit-for-pass) ───▶ the app (once a second: stored if
+                       │                                 storable, Varnish's hit-for-miss)
                        └ nothing, or stale ─────────────▶ single_flight(P): ONE request per
                                                           key reaches the app, in this
                                                           process and across processes
@@ -94,8 +95,8 @@ DEFAULT_STATUSES: Final = HEURISTICALLY_CACHEABLE_STATUSES - {501}
 # What the primary key holds: a response, the Vary names of its variants, or a marker.
 _SLOT: Final[Any] = StoredResponse | list[str] | str
 _MEMO_SIZE: Final = 4096  # per-process memo of primary keys and rule matches
+_PROBE_INTERVAL: Final = 1.0  # seconds between storability checks of a "pass" URL
 _HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2 token
-_EMPTY_BODY: Final[Message] = {"type": BODY, "body": b""}
 
 
 class CacheMiddleware:
@@ -207,6 +208,7 @@ class CacheMiddleware:
         self._route_policies: dict[str, CachePolicy | None] = {}
         self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._plans: dict[str, _Plan] = {}
+        self._probes: dict[str, float] = {}
 
     @staticmethod
     def _make_policy(
@@ -288,10 +290,12 @@ class CacheMiddleware:
         elif found is not None:  # a hit-for-pass marker
             if request.only_if_cached:
                 await self._gateway_timeout(send)
-            elif found == TOO_LARGE:
+            elif request.store and found != TOO_LARGE and self._probe_due(key):
+                # Hit-for-miss, once a second: a response that became storable replaces
+                # the marker, and a stray request cannot keep a URL uncached.
+                await self._fetch(scope, receive, send, key, policy, store=True)
+            else:  # hit-for-pass: straight to the app, side by side
                 await self._pass(scope, receive, send)
-            else:  # hit-for-miss: no waiting on each other, but store what may be stored
-                await self._fetch(scope, receive, send, key, policy, store=request.store)
             return
         else:
             # Nothing known about this URL: a request with credentials would most likely
@@ -304,6 +308,16 @@ class CacheMiddleware:
         else:
             mark = found is None  # a marker where nothing is stored, if the response says so
             await self._fetch(scope, receive, send, key, policy, store=request.store, mark=mark)
+
+    def _probe_due(self, key: str) -> bool:
+        """True at most once per ``_PROBE_INTERVAL`` per key (in this process)."""
+        now = time.monotonic()
+        if now - self._probes.get(key, -_PROBE_INTERVAL) < _PROBE_INTERVAL:
+            return False
+        if len(self._probes) >= _MEMO_SIZE:
+            self._probes.clear()
+        self._probes[key] = now
+        return True
 
     def _plan(self, key: str, stored: StoredResponse, policy: CachePolicy) -> _Plan:
         plan = _Plan(stored, policy, self._hit)
@@ -347,7 +361,7 @@ class CacheMiddleware:
                     "headers": not_modified_headers(stored, now=now) + list(self._hit),
                 }
             )
-            await send(_EMPTY_BODY)
+            await send({"type": BODY, "body": b""})
             return
         response_headers = serve_headers(stored, now=now)
         response_headers += self._hit
@@ -436,7 +450,7 @@ class CacheMiddleware:
         # RFC 9111 §5.2.1.7: only-if-cached and nothing stored that may answer.
         headers = [(b"content-length", b"0"), *self.miss_header]
         await send({"type": START, "status": 504, "headers": headers})
-        await send(_EMPTY_BODY)
+        await send({"type": BODY, "body": b""})
 
     def tag_miss(self, message: Message, headers: list[tuple[bytes, bytes]]) -> Message:
         """``message`` (a response start) with ``headers`` and the MISS header."""
@@ -445,24 +459,26 @@ class CacheMiddleware:
     # -- the cache ----------------------------------------------------------------------
     async def store(self, key: str, stored: StoredResponse, ttl: float | None) -> None:
         """Write a response under its primary key, or as a ``Vary`` variant of it."""
-        try:
-            names = vary_names(stored.headers)
-            if names:
-                await self.cache.set(variant_key(key, stored.vary), stored, ttl=ttl, tag=key)
-                await self.cache.set(key, list(names), ttl=ttl)
-            else:
-                await self.cache.set(key, stored, ttl=ttl)
-        except Exception as exc:
-            _warn_once("write", exc, self.cache)
+        names = vary_names(stored.headers)
+        if names:
+            variant = variant_key(key, stored.vary)
+            await self._write("write", self.cache.set(variant, stored, ttl=ttl, tag=key))
+            await self._write("write", self.cache.set(key, list(names), ttl=ttl))
+        else:
+            await self._write("write", self.cache.set(key, stored, ttl=ttl))
 
     async def _mark_pass(self, key: str, reason: str) -> None:
         # Hit-for-pass: only where nothing live is stored, so that it never hides a
         # response (a request cannot use it to evict a good entry).
         if self._pass_ttl > 0:
-            try:
-                await self.cache.add(key, reason, ttl=self._pass_ttl)
-            except Exception as exc:
-                _warn_once("write", exc, self.cache)
+            await self._write("write", self.cache.add(key, reason, ttl=self._pass_ttl))
+
+    async def _write(self, what: str, operation: Awaitable[Any]) -> None:
+        """A cache write on a response's path: bounded by lock_timeout, failing open."""
+        try:
+            await asyncio.wait_for(operation, self._lock_timeout)
+        except Exception as exc:  # TimeoutError included: a shard locked for too long
+            _warn_once(what, exc, self.cache)
 
     def _refresh_later(self, scope: Scope, key: str, flight_key: str, policy: CachePolicy) -> None:
         """Refresh a stale entry that was just served (stale-while-revalidate)."""
@@ -526,14 +542,11 @@ class CacheMiddleware:
             return  # not a URL anything could have been stored under
         custom = self._key_function
         keys = found if custom is None else [custom(scope, key) for key in found]
-        try:
-            for key in dict.fromkeys(keys):
-                if key is not None:
-                    # The entry (or the Vary list, or a pass marker), then its variants.
-                    await self.cache.delete(key)
-                    await self.cache.evict(key)
-        except Exception as exc:
-            _warn_once("invalidation", exc, self.cache)
+        for key in dict.fromkeys(keys):
+            if key is not None:
+                # The entry (or the Vary list, or a pass marker), then its variants.
+                await self._write("invalidation", self.cache.delete(key))
+                await self._write("invalidation", self.cache.evict(key))
 
     # -- keys and rules ---------------------------------------------------------------
     def _primary_key(self, scope: Scope) -> str | None:
