@@ -137,6 +137,7 @@ class AsyncCache:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._open_lock = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing: asyncio.Future[None] | None = None
         self._reset_counters()
 
     def _reset_counters(self) -> None:
@@ -217,6 +218,7 @@ class AsyncCache:
                     near_limit=opts.near_cache // self._n,
                     on_corrupt=opts.on_corrupt,
                     values_dir=values,
+                    codec=self._codec,
                 )
                 for i in range(self._n)
             ]
@@ -252,24 +254,47 @@ class AsyncCache:
             )
 
     async def aclose(self) -> None:
-        """Commit every queued write, stop the threads and close the files. Idempotent."""
-        if self._state is not _OPEN:
-            self._state = _CLOSED
-            return
+        """Commit every queued write, stop the threads and close the files. Idempotent.
+
+        Cancelling it does not leave the cache half-closed: the teardown runs on in a task
+        of its own, and a later ``aclose()`` waits for it.
+        """
+        if self._closing is None:
+            if self._state is _NEW:
+                # An open may be running on a thread: the state changes under its lock.
+                loop = asyncio.get_running_loop()
+                if await loop.run_in_executor(None, self._close_unopened):
+                    return
+            if self._state is not _OPEN:
+                self._state = _CLOSED
+                return
+            self._closing = asyncio.ensure_future(self._teardown())
+        await asyncio.shield(self._closing)
+
+    def _close_unopened(self) -> bool:
+        with self._open_lock:
+            if self._state is _NEW:
+                self._state = _CLOSED
+                return True
+            return False
+
+    async def _teardown(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         self._state = _CLOSED
         self._ready = False
         if self._pid != os.getpid():
             return  # a forked child never touches the parent's threads and connections
+        loop = asyncio.get_running_loop()
         executor, self._executor = self._executor, None
         if executor is not None:
             # A barrier per shard: batches are FIFO, so once these resolve, all is committed.
             barriers = [executor.submit(i, ops.op_flush, ()) for i in range(self._n)]
             await asyncio.gather(*barriers, return_exceptions=True)
-            await asyncio.get_running_loop().run_in_executor(None, executor.stop)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+            await loop.run_in_executor(None, executor.stop)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await loop.run_in_executor(None, pool.shutdown)
         for shard in self._shards:
             shard.close()
         _LIVE.discard(self)
@@ -351,7 +376,7 @@ class AsyncCache:
         if not rows:
             return None
         found: Row = rows[0]
-        if self._near_on and found[0] is not None:
+        if self._near_on and type(found[0]) is bytes:
             shard.remember(kb, found)
         return found
 
@@ -383,9 +408,9 @@ class AsyncCache:
                 return await self._decode(shard, kb, rows[0], type)
             self._spawn(self._executor_write(shard.index, ops.op_drop_missing_file, (kb, file)))
             return _MISS
-        return self._value(shard, kb, (blob, row[1], row[2], None, None, 0.0), type)
+        return self._value(shard, kb, (blob, row[1], row[2], None, None, 0.0), type, file)
 
-    def _value(self, shard: Shard, kb: bytes, row: Row, type: Any) -> Any:
+    def _value(self, shard: Shard, kb: bytes, row: Row, type: Any, file: str | None = None) -> Any:
         """Decode a row's value; MISSING when it reads as a miss (tampered, gone, misfit)."""
         blob, fmt = row[0], row[1]
         assert row[3] is None, "value files are read by _decode"
@@ -403,7 +428,11 @@ class AsyncCache:
             self._spawn(self._executor_write(shard.index, ops.op_delete, (kb,)))
             return _MISS
         except SerializationError:
-            logger.warning("undecodable entry in %s treated as a miss", shard.path)
+            logger.warning(
+                "undecodable entry in %s%s treated as a miss",
+                shard.path,
+                f" (value file {shard.values_dir / file})" if file else "",
+            )
             return _MISS
 
     async def _executor_write(

@@ -580,6 +580,8 @@ class Codec:
             self._dumps = _wrap(lambda v: bytes(custom.dumps(v)), self.serializer_name)
             self._loads = _wrap(custom.loads, self.serializer_name)
         self.fast = fmt == FMT_MSGPACK and self._compress is None and secret is None
+        #: True when entries are signed (``secret=``): a row must verify to count as present.
+        self.signed = secret is not None
         self.msgpack_decode = _unpack
 
     def encode(self, value: Any, key: bytes) -> tuple[bytes, int]:
@@ -624,7 +626,13 @@ class Codec:
         if fmt == FMT_MSGPACK and type is None and self._secret is None:
             try:
                 return _unpack(blob)
-            except (msgspec.DecodeError, RecursionError) as exc:
+            except (
+                msgspec.DecodeError,
+                RecursionError,
+                UnicodeDecodeError,
+                TypeError,
+                ValueError,
+            ) as exc:
                 raise SerializationError(f"undecodable MessagePack entry: {exc}") from exc
         if fmt & FMT_SIGNED:
             if len(blob) < _MAC_SIZE:
@@ -678,7 +686,13 @@ class Codec:
                     # A tuple/set/... stored as an extension, or plain values into a Struct:
                     # decode faithfully, then let msgspec convert.
                     return _convert(loads(data), tp)
-            except (msgspec.DecodeError, RecursionError) as exc:
+            except (
+                msgspec.DecodeError,
+                RecursionError,
+                UnicodeDecodeError,
+                TypeError,
+                ValueError,
+            ) as exc:
                 raise SerializationError(f"undecodable entry: {exc}") from exc
         # Never unpickle unless pickle is the configured serializer: unpickling runs code.
         if ser != self._ser_fmt or self._loads is None:

@@ -9,9 +9,10 @@ Every key a write changes is added to ``batch.keys`` for the near cache's change
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from . import _sql as sql
+from ._codec import InvalidSignature
 
 if TYPE_CHECKING:
     from ._codec import Codec
@@ -76,9 +77,16 @@ def op_add(
     to_file: bool,
 ) -> bool:
     """Store only if the key is missing or expired; inside BEGIN IMMEDIATE, so atomic."""
-    rows = cur.execute(sql.HAS, (key,)).fetchall()
-    if rows and _live(rows[0][0], batch.now):
-        return False
+    rows = cur.execute(sql.SELECT_FOR_UPDATE, (key,)).fetchall()
+    if rows and _live(rows[0][2], batch.now):
+        # With secret=, an entry whose MAC does not verify reads as a miss in get(), so it
+        # must not block add() either.
+        if (
+            shard.codec is None
+            or not shard.codec.signed
+            or _verified(shard, key, rows[0]) is not _MISSING
+        ):
+            return False
     op_set(shard, cur, batch, key, blob, fmt, expire, purge, tag, to_file)
     return True
 
@@ -139,17 +147,16 @@ def op_incr(
     """Read-modify-write under the shard's write lock: atomic across tasks and processes."""
     rows = cur.execute(sql.SELECT_FOR_UPDATE, (key,)).fetchall()
     now = batch.now
+    current: Any = _MISSING
     if rows and _live(rows[0][2], now):
-        blob, fmt, _expire, file, _purge = rows[0]
-        if file is not None:
-            blob = shard.read_file(file)
-        current: Any = codec.decode(blob, fmt, key) if blob is not None else None
+        current = _verified(shard, key, rows[0])
+    if current is not _MISSING:
         if type(current) is not int:
             raise TypeError(f"incr/decr need an int value; the key holds {type(current).__name__}")
         value = current + delta
         new, new_fmt = codec.encode_int(value, key)
         size = len(key) + len(new) + sql.ROW_OVERHEAD
-        if file is None:
+        if rows[0][3] is None:
             cur.execute(sql.SET_VALUE, (new, new_fmt, size, now, key))
         else:
             cur.execute(
@@ -164,6 +171,27 @@ def op_incr(
         cur.execute(sql.UPSERT, (key, new, None, new_fmt, size, now, None, None, now, None))
     batch.keys.append(key)
     return value
+
+
+class _Missing:
+    pass
+
+
+_MISSING: Final = _Missing()
+
+
+def _verified(shard: Shard, key: bytes, row: tuple[Any, ...]) -> Any:
+    """The decoded value of a live row, or _MISSING when it reads as a miss (file gone, MAC
+    wrong: what get() would treat as missing)."""
+    blob, fmt, file = row[0], row[1], row[3]
+    if file is not None:
+        blob = shard.read_file(file)
+    if blob is None or shard.codec is None:
+        return _MISSING
+    try:
+        return shard.codec.decode(blob, fmt, key)
+    except InvalidSignature:
+        return _MISSING
 
 
 def op_evict(shard: Shard, cur: sqlite3.Cursor, batch: _Batch, tag: str) -> int:

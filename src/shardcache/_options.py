@@ -54,7 +54,10 @@ def check_ttl(ttl: Any, name: str = "ttl") -> float | None:
         return None
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
         raise ConfigurationError(f"{name}={ttl!r}: expected seconds as a number, or None")
-    ttl = float(ttl)
+    try:
+        ttl = float(ttl)
+    except OverflowError:
+        return None  # an int beyond float range: as good as never expiring
     if math.isnan(ttl) or ttl < 0:
         raise ConfigurationError(f"{name}={ttl!r}: expected seconds >= 0 (or None for no expiry)")
     return None if math.isinf(ttl) else ttl

@@ -24,6 +24,7 @@ import contextlib
 import mmap
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -35,6 +36,7 @@ from typing import Any
 import msgspec
 
 from . import _sql as sql
+from ._codec import Codec
 from ._errors import CacheCorruptError, CacheError, CacheTimeoutError, ConfigurationError
 
 __all__ = ["Op", "Row", "Shard"]
@@ -54,6 +56,7 @@ _PURGE_PER_BATCH = 64
 # A loop-thread read slower than this sends the shard's reads to a thread for a while.
 SLOW_READ = 0.001
 SLOW_READ_BACKOFF = 1.0
+_VALUE_FILE = re.compile(r"\d{3}-[0-9a-f]{32}\.val")
 WAL_LIMIT = 4 * 2**20  # bytes of WAL past which the checkpointer restarts the log
 _SLOW_READS = 3  # slow reads within SLOW_READ_BACKOFF seconds that trigger the guard
 
@@ -112,8 +115,10 @@ class Shard:
         near_limit: int,
         on_corrupt: str,
         values_dir: Path,
+        codec: Codec | None = None,
     ) -> None:
         self.index = index
+        self.codec = codec  # for ops that must read values (incr, add with secret=)
         self.path = path
         self.shards = shards
         self.serializer = serializer
@@ -152,6 +157,7 @@ class Shard:
         self.direct: sqlite3.Connection | None = None
         self.writer: sqlite3.Connection | None = None
         self._thread_conns = threading.local()
+        self._pool_conns: list[sqlite3.Connection] = []
 
     # -- opening ------------------------------------------------------------------------
     def _connect(self, *, busy_ms: int, readonly: bool = False) -> sqlite3.Connection:
@@ -182,6 +188,8 @@ class Shard:
         return conn
 
     def _corrupt(self, exc: BaseException) -> CacheError:
+        if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+            return CacheTimeoutError(f"cache shard {self.path} stayed locked: {exc}")
         if isinstance(exc, sqlite3.OperationalError) and not _is_corrupt(exc):
             return CacheError(f"cannot use cache shard {self.path}: {exc}")
         return CacheCorruptError(f"cache shard {self.path} is corrupt: {exc}", str(self.path))
@@ -229,7 +237,18 @@ class Shard:
         self.direct = self._connect(busy_ms=0)
         self.reader = self._connect(busy_ms=0, readonly=True)
         self.cursor = self.reader.cursor()
-        self._seq = self.cursor.execute(sql.LAST_CHANGE).fetchall()[0][0]
+        while True:
+            try:
+                self._seq = self.cursor.execute(sql.LAST_CHANGE).fetchall()[0][0]
+                break
+            except sqlite3.OperationalError as exc:
+                # Another process may still hold the lock of its own first open (the WAL
+                # switch): this reader has busy_timeout=0, so wait here, bounded.
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise self._corrupt(exc) from exc
+                time.sleep(0.01 + random.random() * 0.05)
+            except sqlite3.DatabaseError as exc:
+                raise self._corrupt(exc) from exc
         self._map_shm()
 
     def _setup(self, conn: sqlite3.Connection) -> None:
@@ -282,8 +301,10 @@ class Shard:
         self._shm = _acquire_shm(f"{self.path}-shm")
 
     def close(self) -> None:
-        """Close every connection this object opened (not the per-thread offload ones)."""
-        for conn in (self.reader, self.direct, self.writer):
+        """Close every connection this object opened (call once the read pool stopped)."""
+        pool_conns, self._pool_conns = self._pool_conns, []
+        self._thread_conns = threading.local()
+        for conn in (self.reader, self.direct, self.writer, *pool_conns):
             if conn is not None:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
@@ -381,6 +402,7 @@ class Shard:
         if conn is None:
             conn = self._connect(busy_ms=5_000, readonly=True)
             self._thread_conns.conn = conn
+            self._pool_conns.append(conn)  # closed by close(), once the pool has stopped
         return conn
 
     def read_in_thread(self, key: bytes) -> list[Any]:
@@ -392,6 +414,8 @@ class Shard:
 
     def read_file(self, name: str) -> bytes | None:
         """The bytes of a value file, or None when it is gone (a miss, repaired later)."""
+        if not _VALUE_FILE.fullmatch(name):
+            return None  # a planted name ("../x", "/etc/passwd") never leaves values/
         try:
             with open(self.values_dir / name, "rb") as fh:
                 return fh.read()
@@ -527,10 +551,13 @@ class Shard:
         if not rows:
             return
         for _rowid, name in rows:
-            with contextlib.suppress(FileNotFoundError):
-                (self.values_dir / name).unlink()
+            if _VALUE_FILE.fullmatch(name):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.values_dir / name).unlink()
+        # By (rowid, file): rowids of an emptied table are reused, and another process may
+        # have trashed a new file under a rowid we saw.
         with contextlib.suppress(sqlite3.Error):
-            conn.execute(sql.EMPTY_TRASH, (rows[-1][0],))
+            conn.executemany(sql.EMPTY_TRASH, rows)
 
     def write_file(self, batch: _Batch, data: bytes) -> str:
         """Write a large value beside the shard: temp file, fsync per durability, rename."""
@@ -539,14 +566,26 @@ class Shard:
         tmp = final.with_suffix(".tmp")
         fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if self.durability == "full":
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self.durability == "full":
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # a full disk leaves no half-written temp file behind
+            raise
+        if self.durability == "full":
+            # The rename must survive a power cut before the row pointing to it commits.
+            dir_fd = os.open(self.values_dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
         batch.new_files.append(final)
         return name
 

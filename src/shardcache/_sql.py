@@ -118,7 +118,7 @@ CLEAR_ALL: Final = "DELETE FROM entries"
 APPEND_CHANGE: Final = "INSERT INTO changes (keys) VALUES (?)"
 PRUNE_CHANGES: Final = "DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?"
 TRASH: Final = "SELECT rowid, file FROM trash"
-EMPTY_TRASH: Final = "DELETE FROM trash WHERE rowid <= ?"
+EMPTY_TRASH: Final = "DELETE FROM trash WHERE rowid = ? AND file = ?"
 TOUCH_ACCESS: Final = (
     "UPDATE entries SET access_time = max(access_time, ?), access_count = access_count + ? "
     "WHERE key = ?"

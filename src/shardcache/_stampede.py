@@ -519,15 +519,15 @@ async def _lead_single(
         _note_wait(backend)
         # Another process produces: wait for its result with backoff and jitter, re-trying
         # the lease now and then (its holder may have found the result not storable).
-        while True:
+        # Polls stay <= 25 ms apart: a lookup is a cheap read, one poller per process and
+        # key, and a request waits on it (a 50 ms endpoint should not cost 150 ms).
+        for _ in range(4):
             left = deadline - loop.time()
             if left <= 0:
                 result, shared = await produce()
                 return result, shared, True
             await asyncio.sleep(min(left, delay * (0.5 + random.random())))
-            delay = min(delay * 2, _MAX_DELAY)
+            delay = min(delay * 2, _MAX_DELAY / 4)
             found = await lookup()
             if found is not None:
                 return found, True, False
-            if delay >= _MAX_DELAY / 4:
-                break

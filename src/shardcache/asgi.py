@@ -12,8 +12,9 @@ Put it in front of any ASGI app (FastAPI, Starlette, Litestar, a bare coroutine)
 It is a shared cache with the rules of RFC 9111, written once in :mod:`shardcache._http`
 (pure functions, no I/O); this module is the short I/O loop around them. A request::
 
-    GET/HEAD ─key─▶ cache.get(P) ─ StoredResponse ─▶ decide_reuse ─ FRESH ─▶ 200/304, HIT
-                       │          └ list of Vary names ─▶ cache.get(variant) ─┘
+    GET/HEAD ─key─▶ cache.get(P) ─ StoredResponse ─▶ ReusePlan.fresh_for ─ yes ─▶ 200, HIT
+                       │          └ Vary names ─▶ cache.get(variant) ─┘   no ─▶ decide_reuse
+                       │                                                        ─▶ 200/304
                        ├ "pass: ..." (hit-for-pass) ───▶ the app (once a second: stored if
                        │                                 storable, Varnish's hit-for-miss)
                        └ nothing, or stale ─────────────▶ single_flight(P): ONE request per
@@ -29,13 +30,16 @@ be stored. The middleware depends only on :class:`~shardcache.CacheBackend`.
 
 Fail open: a cache that fails (closed, disk full, corrupt) never fails a request; the
 request goes to the app and the failure is logged once per cause.
+
+Private helpers, one concept each: ``_asgi_exchange`` (one trip to the app: buffer, store,
+answer), ``_asgi_lookup`` (keys, rules, the per-entry HIT plans), ``_asgi_refresh``
+(stale-while-revalidate in the background), ``_asgi_fastapi`` (:func:`cache_for`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
-import logging
 import math
 import re
 import time
@@ -53,6 +57,9 @@ from ._asgi_exchange import (
     Scope,
     Send,
 )
+from ._asgi_fastapi import cache_for
+from ._asgi_lookup import MEMO_SIZE, HitPlans, KeyFunction, Routing
+from ._asgi_refresh import Refresher
 from ._errors import ConfigurationError
 from ._http import (
     HEURISTICALLY_CACHEABLE_STATUSES,
@@ -61,16 +68,12 @@ from ._http import (
     CachePolicy,
     Reuse,
     StoredResponse,
-    asgi_url,
     decide_request,
     decide_reuse,
-    first_header,
-    invalidation_keys,
     not_modified,
     not_modified_headers,
-    primary_key_asgi,
+    plain_request,
     request_has_credentials,
-    reuse_plan,
     serve_headers,
     variant_key,
     vary_names,
@@ -81,11 +84,7 @@ from ._types import CacheBackend
 
 __all__ = ["DEFAULT_STATUSES", "ASGIApp", "CacheMiddleware", "KeyFunction", "cache_for"]
 
-logger = logging.getLogger("shardcache.asgi")
-
 ASGIApp = Callable[[Scope, Receive, Send], Any]
-#: ``key(scope, default_key) -> key | None``: the primary key of a GET/HEAD request.
-KeyFunction = Callable[[Scope, str], "str | None"]
 
 #: The statuses stored by default: RFC 9110 §15.1's heuristically cacheable ones, less
 #: 206 (partial content is never stored) and 501 (a server error: caching it would
@@ -94,7 +93,6 @@ DEFAULT_STATUSES: Final = HEURISTICALLY_CACHEABLE_STATUSES - {501}
 
 # What the primary key holds: a response, the Vary names of its variants, or a marker.
 _SLOT: Final[Any] = StoredResponse | list[str] | str
-_MEMO_SIZE: Final = 4096  # per-process memo of primary keys and rule matches
 _PROBE_INTERVAL: Final = 1.0  # seconds between storability checks of a "pass" URL
 _HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2 token
 
@@ -183,11 +181,10 @@ class CacheMiddleware:
         self.cache = cache
         self.max_body_size = max_body_size
         self._methods = methods
-        self._key_function = key
         self._pass_ttl = pass_ttl
         self._lock_timeout = lock_timeout
         self._policy = self._make_policy(ttl, statuses, cache_private, cookies)
-        self._rules = [
+        rule_policies = [
             (
                 re.compile(fnmatch.translate(pattern)),
                 None
@@ -196,6 +193,7 @@ class CacheMiddleware:
             )
             for pattern, rule_ttl in (rules or {}).items()
         ]
+        self._routing = Routing(self._policy, rule_policies, key)
         name = None if cache_header is None else cache_header.lower().encode("latin-1")
         #: The lowercase name of the HIT/MISS header, never stored with a response.
         self.cache_header_name = name
@@ -204,11 +202,9 @@ class CacheMiddleware:
         self.miss_header: tuple[tuple[bytes, bytes], ...] = (
             () if name is None else ((name, b"MISS"),)
         )
-        self._keys: dict[tuple[Any, ...], str | None] = {}
-        self._route_policies: dict[str, CachePolicy | None] = {}
-        self._refreshing: dict[str, asyncio.Task[None]] = {}
-        self._plans: dict[str, _Plan] = {}
+        self._plans = HitPlans(self._hit)
         self._probes: dict[str, float] = {}
+        self._refresher = Refresher(self, lock_timeout)
 
     @staticmethod
     def _make_policy(
@@ -228,7 +224,7 @@ class CacheMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
-                receive = self._lifespan_receive(receive)
+                receive = self._refresher.lifespan_receive(receive)
             await self.app(scope, receive, send)
             return
         method: str = scope["method"]
@@ -238,8 +234,8 @@ class CacheMiddleware:
             else:
                 await self._unsafe(scope, receive, send, method)
             return
-        policy = self._policy if not self._rules else self._route_policy(scope["path"])
-        key = None if policy is None else self._primary_key(scope)
+        policy = self._routing.policy(scope["path"])
+        key = None if policy is None else self._routing.primary_key(scope)
         if key is None or policy is None:
             await self._pass(scope, receive, send)
             return
@@ -258,21 +254,26 @@ class CacheMiddleware:
             # The hot path: a plain request for a fresh entry, settled by the entry's
             # ReusePlan (worked out once per stored response) from field names and clock.
             now = time.time()
-            plan = self._plans.get(found_key)
-            if plan is None or not plan.serves(found, policy):
-                plan = self._plan(found_key, found, policy)
+            plan = self._plans.get(found_key, found, policy)
             if plan.reuse.fresh_for(method, headers, now=now):
-                response_headers = plan.headers.copy()
-                response_headers[plan.age_index] = (b"age", plan.reuse.age_header(now))
+                response_headers = plan.response_headers(now)
                 await send({"type": START, "status": found.status, "headers": response_headers})
                 await send({"type": BODY, "body": found.body if method == "GET" else b""})
                 return
+        if type(found) is str and plain_request(headers):
+            # A "pass" URL, and a request the rules decide by its method alone: no
+            # decide_request on the path of every request to an uncacheable endpoint.
+            if method == "GET" and found != TOO_LARGE and self._probe_due(key):
+                await self.fetch(scope, receive, send, key, policy, store=True)
+            else:
+                await self._pass(scope, receive, send)
+            return
         request = decide_request(method, headers, policy)
         if not request.lookup:
             if request.only_if_cached:
                 await self._gateway_timeout(send)
             else:
-                await self._fetch(scope, receive, send, key, policy, store=request.store)
+                await self.fetch(scope, receive, send, key, policy, store=request.store)
             return
         coalesce = True
         if type(found) is StoredResponse:
@@ -284,7 +285,7 @@ class CacheMiddleware:
             if verdict is Reuse.STALE_OK:
                 await self._serve(send, found, method, headers, now)
                 if request.store:
-                    self._refresh_later(scope, key, found_key, policy)
+                    self._refresher.start(scope, key, found_key, policy)
                 return
             coalesce = verdict is Reuse.REVALIDATE  # NO: this request cannot share it
         elif found is not None:  # a hit-for-pass marker
@@ -293,7 +294,7 @@ class CacheMiddleware:
             elif request.store and found != TOO_LARGE and self._probe_due(key):
                 # Hit-for-miss, once a second: a response that became storable replaces
                 # the marker, and a stray request cannot keep a URL uncached.
-                await self._fetch(scope, receive, send, key, policy, store=True)
+                await self.fetch(scope, receive, send, key, policy, store=True)
             else:  # hit-for-pass: straight to the app, side by side
                 await self._pass(scope, receive, send)
             return
@@ -307,24 +308,17 @@ class CacheMiddleware:
             await self._coalesced(scope, receive, send, key, found_key, policy)
         else:
             mark = found is None  # a marker where nothing is stored, if the response says so
-            await self._fetch(scope, receive, send, key, policy, store=request.store, mark=mark)
+            await self.fetch(scope, receive, send, key, policy, store=request.store, mark=mark)
 
     def _probe_due(self, key: str) -> bool:
         """True at most once per ``_PROBE_INTERVAL`` per key (in this process)."""
         now = time.monotonic()
         if now - self._probes.get(key, -_PROBE_INTERVAL) < _PROBE_INTERVAL:
             return False
-        if len(self._probes) >= _MEMO_SIZE:
+        if len(self._probes) >= MEMO_SIZE:
             self._probes.clear()
         self._probes[key] = now
         return True
-
-    def _plan(self, key: str, stored: StoredResponse, policy: CachePolicy) -> _Plan:
-        plan = _Plan(stored, policy, self._hit)
-        if len(self._plans) >= _MEMO_SIZE:
-            self._plans.clear()
-        self._plans[key] = plan
-        return plan
 
     async def _lookup(self, key: str, headers: Any) -> tuple[Any, str]:
         """What the cache holds for this request, and the key it holds it under."""
@@ -334,7 +328,7 @@ class CacheMiddleware:
             return await self.cache.get(variant, type=StoredResponse), variant
         return found, key
 
-    async def _lookup_usable(
+    async def lookup_usable(
         self, key: str, method: str, headers: Any, policy: CachePolicy
     ) -> StoredResponse | str | None:
         """For a stampede waiter: a stored response fresh for this request, a pass
@@ -368,7 +362,7 @@ class CacheMiddleware:
         await send({"type": START, "status": stored.status, "headers": response_headers})
         await send({"type": BODY, "body": stored.body if method == "GET" else b""})
 
-    async def _fetch(
+    async def fetch(
         self,
         scope: Scope,
         receive: Receive,
@@ -401,12 +395,12 @@ class CacheMiddleware:
         started = False
 
         def lookup() -> Awaitable[Any]:
-            return self._lookup_usable(key, method, headers, policy)
+            return self.lookup_usable(key, method, headers, policy)
 
         async def produce() -> tuple[Any, bool]:
             nonlocal started
             started = True
-            exchange = await self._fetch(scope, receive, send, key, policy, store=True, mark=True)
+            exchange = await self.fetch(scope, receive, send, key, policy, store=True, mark=True)
             return exchange.stored, exchange.stored is not None
 
         try:
@@ -430,7 +424,7 @@ class CacheMiddleware:
             await self._pass(scope, receive, send)
             return
         # Another variant, or a response this request may not share: ask the app.
-        await self._fetch(scope, receive, send, key, policy, store=True)
+        await self.fetch(scope, receive, send, key, policy, store=True)
 
     async def _pass(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Straight to the app: nothing looked up, nothing stored; only tagged MISS."""
@@ -480,47 +474,6 @@ class CacheMiddleware:
         except Exception as exc:  # TimeoutError included: a shard locked for too long
             _warn_once(what, exc, self.cache)
 
-    def _refresh_later(self, scope: Scope, key: str, flight_key: str, policy: CachePolicy) -> None:
-        """Refresh a stale entry that was just served (stale-while-revalidate)."""
-        if flight_key in self._refreshing:
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._refresh(dict(scope), key, flight_key, policy)
-        )
-        self._refreshing[flight_key] = task
-        task.add_done_callback(lambda _: self._refreshing.pop(flight_key, None))
-
-    async def _refresh(self, scope: Scope, key: str, flight_key: str, policy: CachePolicy) -> None:
-        requested = False
-
-        async def receive() -> Message:
-            nonlocal requested
-            if not requested:
-                requested = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await asyncio.Event().wait()  # never disconnects; bounded by the timeout below
-            raise AssertionError("unreachable")
-
-        async def discard(message: Message) -> None:
-            pass
-
-        def lookup() -> Awaitable[Any]:  # another process may have refreshed it already
-            return self._lookup_usable(key, "GET", scope["headers"], policy)
-
-        async def produce() -> tuple[Any, bool]:
-            exchange = await self._fetch(scope, receive, discard, key, policy, store=True)
-            return exchange.stored, exchange.stored is not None
-
-        try:
-            await asyncio.wait_for(
-                single_flight(
-                    self.cache, flight_key, lookup, produce, lock_timeout=self._lock_timeout
-                ),
-                self._lock_timeout,
-            )
-        except Exception as exc:  # the app's or the cache's: the stale entry stays
-            logger.warning("shardcache background refresh of %s failed: %r", key, exc)
-
     async def _unsafe(self, scope: Scope, receive: Receive, send: Send, method: str) -> None:
         """An unsafe request: once it succeeds, drop what is stored for its URL (§4.4)."""
 
@@ -532,175 +485,7 @@ class CacheMiddleware:
         await self.app(scope, receive, watch)
 
     async def _invalidate(self, scope: Scope, method: str, status: int, headers: Any) -> None:
-        host = self._host(scope)
-        if host is None:
-            return
-        try:
-            url = asgi_url(scope["scheme"], host, _raw_path(scope), scope.get("query_string", b""))
-            found = invalidation_keys(method, status, url, list(headers), sort_query=False)
-        except ValueError:
-            return  # not a URL anything could have been stored under
-        custom = self._key_function
-        keys = found if custom is None else [custom(scope, key) for key in found]
-        for key in dict.fromkeys(keys):
-            if key is not None:
-                # The entry (or the Vary list, or a pass marker), then its variants.
-                await self._write("invalidation", self.cache.delete(key))
-                await self._write("invalidation", self.cache.evict(key))
-
-    # -- keys and rules ---------------------------------------------------------------
-    def _primary_key(self, scope: Scope) -> str | None:
-        host = self._host(scope)
-        if host is None:
-            return None
-        scheme: str = scope["scheme"]
-        path = _raw_path(scope)
-        query: bytes = scope.get("query_string", b"")
-        memo = (scheme, host, path, query)
-        try:
-            key = self._keys[memo]
-        except KeyError:
-            try:
-                key = primary_key_asgi("GET", scheme, host, path, query)
-            except ValueError:
-                key = None  # a host or path no URL can have: not cached
-            if len(self._keys) >= _MEMO_SIZE:
-                self._keys.clear()
-            self._keys[memo] = key
-        if key is not None and self._key_function is not None:
-            return self._key_function(scope, key)
-        return key
-
-    @staticmethod
-    def _host(scope: Scope) -> str | None:
-        for name, value in scope["headers"]:
-            if name == b"host":
-                return value.decode("latin-1")  # type: ignore[no-any-return]
-        value = first_header(scope["headers"], b"host")
-        if value is not None:
-            return value.decode("latin-1")
-        server = scope.get("server")
-        if not server:
-            return None
-        host, port = server
-        return host if port is None else f"{host}:{port}"
-
-    def _route_policy(self, path: str) -> CachePolicy | None:
-        try:
-            return self._route_policies[path]
-        except KeyError:
-            policy: CachePolicy | None = self._policy
-            for pattern, rule_policy in self._rules:
-                if pattern.match(path):
-                    policy = rule_policy
-                    break
-            if len(self._route_policies) >= _MEMO_SIZE:
-                self._route_policies.clear()
-            self._route_policies[path] = policy
-            return policy
-
-    # -- lifespan -----------------------------------------------------------------------
-    def _lifespan_receive(self, receive: Receive) -> Receive:
-        async def wrapped() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.shutdown":
-                await self._stop_refreshes()
-            return message
-
-        return wrapped
-
-    async def _stop_refreshes(self) -> None:
-        """Cancel background refreshes before the app (and its cache) shuts down."""
-        tasks = list(self._refreshing.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=self._lock_timeout)
-
-
-class _Plan:
-    """A stored response's :class:`~shardcache._http.ReusePlan` and HIT header template,
-    kept per key while the entry read from the cache has the same status, fields, times
-    and ``vary`` record (everything the plan depends on; not the body, which is not kept
-    here) and the policy is the same."""
-
-    __slots__ = (
-        "age_index",
-        "fields",
-        "headers",
-        "policy",
-        "request_time",
-        "response_time",
-        "reuse",
-        "status",
-        "vary",
-    )
-
-    def __init__(
-        self, stored: StoredResponse, policy: CachePolicy, hit: tuple[tuple[bytes, bytes], ...]
-    ) -> None:
-        self.response_time = stored.response_time
-        self.request_time = stored.request_time
-        self.status = stored.status
-        self.fields = stored.headers
-        self.vary = stored.vary
-        self.policy = policy
-        self.reuse = reuse_plan(stored, policy)
-        self.headers = serve_headers(stored, now=stored.response_time) + list(hit)
-        self.age_index = next(i for i, (name, _) in enumerate(self.headers) if name == b"age")
-
-    def serves(self, stored: StoredResponse, policy: CachePolicy) -> bool:
-        return (
-            stored.response_time == self.response_time
-            and stored.request_time == self.request_time
-            and stored.status == self.status
-            and policy is self.policy
-            and stored.headers == self.fields
-            and stored.vary == self.vary
-        )
-
-
-def _raw_path(scope: Scope) -> bytes:
-    raw: bytes | None = scope.get("raw_path")
-    if raw is None:
-        path: str = scope["path"]
-        return path.encode("utf-8")
-    return raw.partition(b"?")[0]
-
-
-def cache_for(
-    seconds: float,
-    *,
-    public: bool = True,
-    stale_while_revalidate: float | None = None,
-) -> Callable[..., None]:
-    """A FastAPI dependency that makes a route's responses fresh for ``seconds``.
-
-    It sets ``Cache-Control: public, max-age=<seconds>`` (plus
-    ``stale-while-revalidate``) unless the route sets its own ``Cache-Control``. The
-    explicit freshness is what :class:`CacheMiddleware` needs, whatever its ``ttl``::
-
-        @app.get("/report", dependencies=[Depends(cache_for(300))])
-        async def report() -> dict[str, str]: ...
-
-    Without FastAPI, return the header yourself:
-    ``Response(..., headers={"Cache-Control": "public, max-age=300"})``.
-    """
-    if not (seconds >= 0 and math.isfinite(seconds)):
-        raise ConfigurationError(f"seconds={seconds!r}: expected seconds >= 0")
-    directives = ["public"] if public else []
-    directives.append(f"max-age={int(seconds)}")
-    if stale_while_revalidate is not None:
-        directives.append(f"stale-while-revalidate={int(stale_while_revalidate)}")
-    value = ", ".join(directives)
-
-    from starlette.responses import Response  # FastAPI users have it; others never call this
-
-    def dependency(response: Response) -> None:
-        if "cache-control" not in response.headers:
-            response.headers["cache-control"] = value
-
-    # FastAPI reads the annotation to inject the Response; with postponed annotations it
-    # would find the string "Response" and could not resolve it from this module.
-    dependency.__annotations__ = {"response": Response, "return": None}
-    return dependency
+        for key in self._routing.invalidated(scope, method, status, headers):
+            # The entry (or the Vary list, or a pass marker), then its variants.
+            await self._write("invalidation", self.cache.delete(key))
+            await self._write("invalidation", self.cache.evict(key))

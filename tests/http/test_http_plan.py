@@ -21,6 +21,7 @@ from shardcache._http import (
     decide_request,
     decide_reuse,
     not_modified,
+    plain_request,
     reuse_plan,
 )
 
@@ -101,6 +102,23 @@ def test_fresh_for_agrees_with_the_rules(
     varies = any(line.startswith(("Vary", "Cache-Control: no-cache")) for line in response)
     if plain and not varies and method != "POST":
         assert fast == (verdict is Reuse.FRESH)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    request=st.lists(st.sampled_from(REQUEST_LINES), max_size=4),
+    method=st.sampled_from(["GET", "HEAD", "POST"]),
+    policy=st.sampled_from(POLICIES),
+)
+def test_a_plain_request_is_decided_by_its_method(
+    request: list[str], method: str, policy: CachePolicy
+) -> None:
+    request_headers = hdrs(*request)  # mixed case, as some servers send them
+    if plain_request(request_headers):
+        decision = decide_request(method, request_headers, policy)
+        assert decision.lookup == (method in ("GET", "HEAD"))
+        assert decision.store == (method == "GET")
+        assert not decision.only_if_cached
 
 
 def test_uppercase_request_names_are_read_too() -> None:

@@ -24,7 +24,8 @@ Exported names:
 * decisions: :func:`decide_request`, :func:`decide_store`, :func:`decide_reuse`,
   :func:`build_stored_response`, :func:`storable_headers`, :func:`serve_headers`,
   :func:`invalidation_keys`, :func:`request_has_credentials`, :func:`cookie_shareable`
-* the hot path: :class:`ReusePlan`, :func:`reuse_plan`, ``REQUEST_RULE_FIELDS`` (a stored
+* the hot path: :class:`ReusePlan`, :func:`reuse_plan`, :func:`plain_request`,
+  ``REQUEST_RULE_FIELDS`` (a stored
   response's reuse worked out once: fresh for a request that carries none of the fields
   the rules read)
 * keys: :func:`primary_key_asgi`, :func:`primary_key_url`, :func:`asgi_url`,
@@ -109,7 +110,7 @@ from ._keys import (
     vary_names,
     vary_values,
 )
-from ._plan import REQUEST_RULE_FIELDS, ReusePlan, reuse_plan
+from ._plan import REQUEST_RULE_FIELDS, ReusePlan, plain_request, reuse_plan
 from ._policy import (
     LOOKUP_METHODS,
     build_stored_response,
@@ -180,6 +181,7 @@ __all__ = [
     "not_modified_headers",
     "parse_cache_control",
     "parse_http_date",
+    "plain_request",
     "primary_key_asgi",
     "primary_key_url",
     "request_cache_control",

@@ -38,7 +38,7 @@ from ._keys import vary_names
 from ._policy import LOOKUP_METHODS, cookie_shareable
 from ._records import CachePolicy, StoredResponse
 
-__all__ = ["REQUEST_RULE_FIELDS", "ReusePlan", "reuse_plan"]
+__all__ = ["REQUEST_RULE_FIELDS", "ReusePlan", "plain_request", "reuse_plan"]
 
 #: Request fields read by decide_request, decide_reuse or not_modified (besides Cookie,
 #: with ``cookie_credentials``, and the fields a stored response's ``Vary`` names).
@@ -91,6 +91,24 @@ class ReusePlan(msgspec.Struct, frozen=True):
             if name in fields or (not name.islower() and name.lower() in fields):
                 return False
         return True
+
+
+def plain_request(request_headers: RawHeaders) -> bool:
+    """True when the request carries none of :data:`REQUEST_RULE_FIELDS`.
+
+    :func:`decide_request` then decides from the method alone: look it up (GET, HEAD),
+    store the response (GET), not ``only-if-cached``.
+
+    >>> plain_request([(b"host", b"a"), (b"accept", b"*/*")])
+    True
+    >>> plain_request([(b"host", b"a"), (b"Range", b"bytes=0-1")])
+    False
+    """
+    fields = REQUEST_RULE_FIELDS
+    for name, _ in request_headers:
+        if name in fields or (not name.islower() and name.lower() in fields):
+            return False
+    return True
 
 
 def reuse_plan(stored: StoredResponse, policy: CachePolicy) -> ReusePlan:

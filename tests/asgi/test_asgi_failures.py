@@ -1,0 +1,162 @@
+"""Fail open: a cache that fails never fails a request; one warning per cause."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from shardcache import AsyncCache, CacheBackend, CacheError
+
+from .origin import Origin, Reply, cached
+
+pytestmark = pytest.mark.asyncio
+
+PUBLIC = "Cache-Control: public, max-age=60"
+
+
+class Broken:
+    """A CacheBackend whose named operations fail (or hang); the others use ``inner``."""
+
+    def __init__(self, inner: AsyncCache, failing: set[str], *, error: Exception | None = None,
+                 hang: bool = False) -> None:  # fmt: skip
+        self.inner = inner
+        self.failing = failing
+        self.error = error or OSError("disk on fire")
+        self.hang = hang
+
+    def __getattr__(self, name: str) -> Any:
+        operation = getattr(self.inner, name)
+        if name not in self.failing:
+            return operation
+
+        async def fail(*args: Any, **kwargs: Any) -> Any:
+            if self.hang:
+                await asyncio.Event().wait()
+            raise self.error
+
+        return fail
+
+    # The Protocol's methods, so that isinstance(..., CacheBackend) holds.
+    async def get(self, *a: Any, **k: Any) -> Any:
+        return await self.__getattr__("get")(*a, **k)
+
+    async def set(self, *a: Any, **k: Any) -> Any:
+        return await self.__getattr__("set")(*a, **k)
+
+    async def add(self, *a: Any, **k: Any) -> Any:
+        return await self.__getattr__("add")(*a, **k)
+
+    async def delete(self, *a: Any, **k: Any) -> Any:
+        return await self.__getattr__("delete")(*a, **k)
+
+    async def evict(self, *a: Any, **k: Any) -> Any:
+        return await self.__getattr__("evict")(*a, **k)
+
+    async def get_or_set(self, *a: Any, **k: Any) -> Any:
+        return await self.__getattr__("get_or_set")(*a, **k)
+
+    async def get_entry(self, *a: Any, **k: Any) -> Any:
+        return await self.__getattr__("get_entry")(*a, **k)
+
+    async def acquire_lease(self, *a: Any, **k: Any) -> Any:
+        return await self.__getattr__("acquire_lease")(*a, **k)
+
+    async def release_lease(self, *a: Any, **k: Any) -> Any:
+        return await self.__getattr__("release_lease")(*a, **k)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+async def test_a_closed_cache_passes_every_request_through(
+    cache: AsyncCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    origin = Origin(Reply(headers=[PUBLIC], chunks=[b"from the app"]))
+    _, http = cached(origin, cache)
+    await cache.aclose()
+    async with http:
+        replies = await asyncio.gather(*(http.get("/a") for _ in range(5)))
+        replies.append(await http.post("/a"))
+        replies.append(await http.head("/a"))
+    assert [reply.status_code for reply in replies] == [200] * 7
+    assert all(reply.headers.get("x-cache", "MISS") == "MISS" for reply in replies)
+    assert replies[0].content == b"from the app"
+    messages = warnings(caplog)
+    assert messages and all("fail open" in m and "CacheClosedError" in m for m in messages)
+    assert len(messages) == len(set(messages))  # once per cause
+
+
+@pytest.mark.parametrize(
+    "failing",
+    [
+        {"get"},
+        {"set", "add"},
+        {"acquire_lease"},
+        {"release_lease"},
+        {"delete", "evict"},
+        {"get", "set", "add", "delete", "evict", "acquire_lease", "release_lease"},
+    ],
+    ids=["read", "write", "lease", "release", "invalidate", "everything"],
+)
+async def test_a_failing_backend_never_fails_a_request(
+    cache: AsyncCache, failing: set[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = Broken(cache, failing)
+    assert isinstance(backend, CacheBackend)
+    origin = Origin(Reply(headers=[PUBLIC], chunks=[b"ok"], delay=0.01))
+    # A lease that cannot be released is held until it expires: waiters then wait for it,
+    # bounded by lock_timeout (kept short here).
+    _, http = cached(origin, backend, lock_timeout=0.3)
+    async with http:
+        for _ in range(3):
+            replies = await asyncio.gather(*(http.get("/a") for _ in range(5)))
+            assert all(r.status_code == 200 and r.content == b"ok" for r in replies)
+            assert (await http.delete("/a")).status_code == 200
+    messages = warnings(caplog)
+    assert messages and len(messages) == len(set(messages))
+    assert all("fail open" in m for m in messages)
+
+
+async def test_a_cache_error_is_handled_like_any_failure(cache: AsyncCache) -> None:
+    backend = Broken(cache, {"get"}, error=CacheError("corrupt"))
+    _, http = cached(Origin(Reply(headers=[PUBLIC])), backend)
+    async with http:
+        assert (await http.get("/a")).status_code == 200
+
+
+async def test_a_hanging_lease_is_bounded_by_lock_timeout(cache: AsyncCache) -> None:
+    backend = Broken(cache, {"acquire_lease"}, hang=True)
+    origin = Origin(Reply(headers=[PUBLIC], chunks=[b"ok"]))
+    _, http = cached(origin, backend, lock_timeout=0.2)
+    async with http:
+        reply = await asyncio.wait_for(http.get("/a"), 5)
+    assert reply.content == b"ok"
+
+
+async def test_the_apps_own_errors_are_not_swallowed(cache: AsyncCache) -> None:
+    origin = Origin(Reply(error=ValueError("app bug")))
+    _, http = cached(origin, cache)
+    async with http:
+        with pytest.raises(ValueError, match="app bug"):
+            await http.get("/a")
+        with pytest.raises(ValueError, match="app bug"):
+            await http.post("/a")
+
+
+@pytest.mark.parametrize("hanging", ["set", "delete"])
+async def test_a_hanging_write_is_bounded_by_lock_timeout(cache: AsyncCache, hanging: str) -> None:
+    """A shard locked for long holds no response longer than lock_timeout."""
+    backend = Broken(cache, {hanging}, hang=True)
+    origin = Origin(Reply(headers=[PUBLIC], chunks=[b"ok"]))
+    _, http = cached(origin, backend, lock_timeout=0.2)
+    async with http:
+        reply = await asyncio.wait_for(http.get("/a"), 5)
+        changed = await asyncio.wait_for(http.put("/a"), 5)
+    assert reply.content == b"ok" and changed.status_code == 200

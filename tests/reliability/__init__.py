@@ -1,0 +1,1 @@
+"""Reliability and security suite: real processes, real SQLite files, bounded waits."""
