@@ -23,9 +23,8 @@ from typing import Any
 
 import pytest
 
+from _helpers import SHARDS
 from shardcache import AsyncCache
-
-SHARDS = 4
 
 LOOP_FACTORIES: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,

@@ -30,6 +30,8 @@ __all__ = ["Executor"]
 
 _CHECKPOINT_EVERY = 16  # batches per shard between PASSIVE checkpoints
 _IDLE_TRUNCATE = 2.0  # seconds without writes before the WAL is truncated
+# How long a write waits for a shard that another process keeps locked.
+LOCK_WAIT = 10.0
 # A combined batch this small commits on the loop thread: one short transaction (~30 us)
 # beats a thread hop (~100 us); larger ones go to the writer so the loop keeps serving.
 _DIRECT_MAX = 4
@@ -56,6 +58,7 @@ class _Worker(threading.Thread):
         self.checkpointer = checkpointer
         self.cond = threading.Condition(threading.Lock())
         self.pending: dict[int, list[Op]] = {}
+        self.inflight: frozenset[int] = frozenset()  # shards of the batch being committed
         self.busy = False
         self.closing = False
 
@@ -76,13 +79,16 @@ class _Worker(threading.Thread):
         while True:
             with self.cond:
                 self.busy = False
+                self.inflight = frozenset()
                 while not self.pending and not self.closing:
                     self.cond.wait()
                 if not self.pending:
                     return
                 batch, self.pending = self.pending, {}
+                self.inflight = frozenset(batch)
                 self.busy = True
             done: list[Op] = []
+            retry: dict[int, list[Op]] = {}
             for index, ops in batch.items():
                 # A caller cancelled before its write began: skip it, so a cancelled write
                 # either fully happened or not at all.
@@ -91,10 +97,30 @@ class _Worker(threading.Thread):
                     continue
                 shard = self.shards[index]
                 assert shard.writer is not None
-                shard.run_batch(shard.writer, live, direct=False)
-                done.extend(live)
-                self.checkpointer.wrote(shard)
+                try:
+                    committed = shard.run_batch(shard.writer, live, requeue_busy=True)
+                except BaseException as exc:  # never let the writer thread die
+                    shard._fail_all(live, exc)
+                    committed = True
+                if committed:
+                    done.extend(live)
+                    self.checkpointer.wrote(shard)
+                    continue
+                # Locked by another process: let the other shards' writes go first, retry
+                # this one on the next round, and give up after LOCK_WAIT.
+                now = time.monotonic()
+                expired = [op for op in live if op.deadline and now > op.deadline]
+                for op in live:
+                    op.deadline = op.deadline or now + LOCK_WAIT
+                if expired:
+                    shard._fail_all(expired, sqlite3.OperationalError("database is locked"))
+                    done.extend(expired)
+                retry[index] = [op for op in live if op not in expired]
             _dispatch(done)
+            if retry:
+                with self.cond:
+                    for index, ops in retry.items():
+                        self.pending[index] = ops + self.pending.get(index, [])
 
 
 def _wal_size(shard: Shard) -> int:
@@ -251,13 +277,13 @@ class Executor:
             # Direct only when nothing of this shard is queued or in flight: order holds.
             if (
                 direct
-                and not worker.busy
+                and index not in worker.inflight
                 and index not in worker.pending
                 and all(op.direct for op in shard_ops)
             ):
                 shard = self.shards[index]
                 assert shard.direct is not None
-                if shard.run_batch(shard.direct, shard_ops, direct=True):
+                if shard.run_batch(shard.direct, shard_ops, requeue_busy=True):
                     _resolve(shard_ops)
                     self.checkpointer.wrote(shard)
                     continue

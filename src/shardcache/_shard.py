@@ -21,6 +21,7 @@ sequence (the log was pruned past us) drops the whole shard's copy.
 from __future__ import annotations
 
 import contextlib
+import logging
 import mmap
 import os
 import random
@@ -40,6 +41,8 @@ from ._codec import Codec
 from ._errors import CacheCorruptError, CacheError, CacheTimeoutError, ConfigurationError
 
 __all__ = ["Op", "Row", "Shard"]
+
+logger = logging.getLogger("shardcache")
 
 #: A stored row as reads return it: (value, fmt, expire_time, file, purge_time, store_time).
 Row = tuple[Any, int, "float | None", "str | None", "float | None", float]
@@ -74,7 +77,7 @@ def _is_corrupt(exc: BaseException) -> bool:
 class Op:
     """One queued write: what to run on the shard, and the future its caller awaits."""
 
-    __slots__ = ("args", "direct", "fn", "future", "index", "result")
+    __slots__ = ("args", "deadline", "direct", "fn", "future", "index", "result")
 
     def __init__(
         self, fn: Callable[..., Any], args: tuple[Any, ...], future: Any, index: int, direct: bool
@@ -85,6 +88,7 @@ class Op:
         self.index = index
         self.direct = direct
         self.result: Any = None
+        self.deadline = 0.0  # set when the shard was found locked: when to give up
 
 
 class _Batch:
@@ -221,6 +225,14 @@ class Shard:
             setup = self._connect(busy_ms=30_000)
             try:
                 self._setup(setup)
+                if self.on_corrupt == "reset":
+                    # Opted in to rebuilding: a damaged page found later would fail every
+                    # read of its keys, so look for one now (quick_check reads the file).
+                    problems = [r[0] for r in setup.execute("PRAGMA quick_check").fetchall()]
+                    if problems != ["ok"]:
+                        raise CacheCorruptError(
+                            f"cache shard {self.path} is damaged: {problems[0]}", str(self.path)
+                        )
                 break
             except sqlite3.OperationalError as exc:
                 # Switching to WAL needs an exclusive lock, and SQLite does not call the
@@ -233,7 +245,9 @@ class Shard:
                 raise self._corrupt(exc) from exc
             finally:
                 setup.close()
-        self.writer = self._connect(busy_ms=10_000)
+        # A short busy timeout: a shard another process keeps locked is retried after the
+        # other shards' writes (executor), instead of holding them all up.
+        self.writer = self._connect(busy_ms=100)
         self.direct = self._connect(busy_ms=0)
         self.reader = self._connect(busy_ms=0, readonly=True)
         self.cursor = self.reader.cursor()
@@ -423,18 +437,19 @@ class Shard:
             return None
 
     # -- writes (run inside run_batch's transaction) -------------------------------------
-    def run_batch(self, conn: sqlite3.Connection, ops: list[Op], *, direct: bool) -> bool:
+    def run_batch(self, conn: sqlite3.Connection, ops: list[Op], *, requeue_busy: bool) -> bool:
         """Apply ``ops`` in one transaction; set each ``op.result`` to a value or exception.
 
-        With ``direct`` (the loop thread's connection), returns False without doing anything
-        when the shard is locked, so the caller can queue the ops instead.
+        With ``requeue_busy``, returns False without doing anything when the shard stays
+        locked past the connection's short busy timeout, so the caller can queue the ops
+        (the loop thread) or retry them after other shards' writes (the writer thread).
         """
         now = time.time()
         batch = _Batch(now)
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if direct and _is_busy(exc):
+            if requeue_busy and _is_busy(exc):
                 return False
             self._fail_all(ops, exc)
             return True
@@ -547,12 +562,17 @@ class Shard:
 
     def _empty_trash(self, conn: sqlite3.Connection) -> None:
         """Unlink files whose rows are gone, now that the deletion is committed."""
-        rows = conn.execute(sql.TRASH).fetchall()
+        try:
+            rows = conn.execute(sql.TRASH).fetchall()
+        except sqlite3.Error as exc:
+            # Best effort: the write committed; orphan files are collected by check(fix).
+            logger.warning("cannot read the trash of %s: %s", self.path, exc)
+            return
         if not rows:
             return
         for _rowid, name in rows:
             if _VALUE_FILE.fullmatch(name):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     (self.values_dir / name).unlink()
         # By (rowid, file): rowids of an emptied table are reused, and another process may
         # have trashed a new file under a rowid we saw.

@@ -228,12 +228,6 @@ async def test_check_fix_returns_a_damaged_page_to_service(tmp_path: Path) -> No
             assert await cache.get(key) == value_of(key)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: on_corrupt='reset' only acts on errors raised while opening; a damaged page "
-    "found by a read raises CacheCorruptError on every read, in every process, forever "
-    "(a crash loop for the workers): the shard is never rebuilt",
-)
 async def test_reset_returns_a_damaged_page_to_service(tmp_path: Path) -> None:
     directory = unique_dir(tmp_path)
     await populate(directory)
