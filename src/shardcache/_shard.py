@@ -164,7 +164,9 @@ class Shard:
         self._pool_conns: list[sqlite3.Connection] = []
 
     # -- opening ------------------------------------------------------------------------
-    def _connect(self, *, busy_ms: int, readonly: bool = False) -> sqlite3.Connection:
+    def _connect(
+        self, *, busy_ms: int, readonly: bool = False, cache_kib: int | None = 128
+    ) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, cached_statements=64
@@ -180,10 +182,11 @@ class Shard:
             conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
             sync = {"normal": "NORMAL", "full": "FULL", "off": "OFF"}[self.durability]
             conn.execute(f"PRAGMA synchronous = {sync}")
-            # 1 MiB of page cache per connection holds a shard's interior B-tree pages even
-            # at a million entries; no mmap, since mapped file pages count as the process's
-            # RSS (the 1M-entry memory target) while the OS page cache does not.
-            conn.execute("PRAGMA cache_size = -1024")
+            # A shard has up to five connections in a process. The loop's reader gets 768 KiB
+            # of page cache (a shard's interior B-tree pages at a million entries), the
+            # writer 512 KiB, the others 128 KiB: the OS page cache serves the rest, and it
+            # is not the process's RSS (the 1M-entry memory target). No mmap, likewise.
+            conn.execute(f"PRAGMA cache_size = {-768 if cache_kib is None else -cache_kib}")
             if readonly:
                 conn.execute("PRAGMA query_only = 1")
         except sqlite3.DatabaseError as exc:
@@ -247,9 +250,9 @@ class Shard:
                 setup.close()
         # A short busy timeout: a shard another process keeps locked is retried after the
         # other shards' writes (executor), instead of holding them all up.
-        self.writer = self._connect(busy_ms=100)
+        self.writer = self._connect(busy_ms=100, cache_kib=512)
         self.direct = self._connect(busy_ms=0)
-        self.reader = self._connect(busy_ms=0, readonly=True)
+        self.reader = self._connect(busy_ms=0, readonly=True, cache_kib=None)
         self.cursor = self.reader.cursor()
         while True:
             try:
@@ -670,7 +673,8 @@ if hasattr(os, "register_at_fork"):
 
 
 def _row_size(key: bytes, row: Row) -> int:
-    # The bound is on real memory: two bytes objects (33 B headers), a 6-tuple (88 B), two
-    # floats and the dict slot come to ~240 B per row beyond the key and value bytes.
+    # The bound is on real memory: measured with tracemalloc, a remembered row (two bytes
+    # objects, a 6-tuple, three floats, its dict slot, allocator padding) takes ~330 B
+    # beyond the key and value bytes.
     value = row[0]
-    return len(key) + (len(value) if value is not None else 0) + 240
+    return len(key) + (len(value) if type(value) is bytes else 0) + 330

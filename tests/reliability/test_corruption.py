@@ -208,10 +208,9 @@ async def test_check_fix_runs(tmp_path: Path) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: a damaged page of the entries table is beyond check(fix=True) (REINDEX "
-    "rebuilds indexes only; _maintenance._check_one then says to reopen with "
-    "on_corrupt='reset'), and that advice does not work either: see "
-    "test_reset_returns_a_damaged_page_to_service",
+    reason="LIMITATION: a damaged page of the entries table is beyond check(fix=True) "
+    "(REINDEX rebuilds indexes only); the report says to reopen with on_corrupt='reset', "
+    "which rebuilds the shard (test_reset_returns_a_damaged_page_to_service)",
 )
 async def test_check_fix_returns_a_damaged_page_to_service(tmp_path: Path) -> None:
     directory = unique_dir(tmp_path)
