@@ -424,7 +424,7 @@ class AsyncCache:
         except InvalidSignature:
             return _MISS
         except TypeMismatch:
-            shard.near.pop(kb, None)
+            shard.forget(kb)
             self._spawn(self._executor_write(shard.index, ops.op_delete, (kb,)))
             return _MISS
         except SerializationError:

@@ -397,6 +397,12 @@ class Shard:
         self.near.clear()
         self.near_bytes = 0
 
+    def forget(self, key: bytes) -> None:
+        """Drop one row from the near cache (keeping the byte count right)."""
+        row = self.near.pop(key, None)
+        if row is not None:
+            self.near_bytes -= _row_size(key, row)
+
     def remember(self, key: bytes, row: Row) -> None:
         """Keep an encoded row in the near cache, oldest rows leaving first past the bound."""
         size = _row_size(key, row)
