@@ -18,7 +18,6 @@ import inspect
 import logging
 import os
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
@@ -42,6 +41,7 @@ logger = logging.getLogger("shardcache")
 _arg_encoder = msgspec.msgpack.Encoder(order="deterministic")
 _BIGINT_EXT = 1
 _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+_ABSENT: Any = object()  # get()'s default on the hit path: None is a value
 _MEMO_SIZE = 4096  # keys remembered per function for scalar-argument calls
 _default: Any = None
 _default_lock = threading.Lock()
@@ -304,12 +304,11 @@ class CachedFunction(Generic[P, R]):
             # The hit, before building the factory and the call below (a third of a hit's
             # cost). Any failure here falls through to get_or_compute, which reports it.
             try:
-                entry = await cache.get_entry(key, type=self._type)
+                hit = await cache.get(key, _ABSENT, type=self._type)  # fresh entries only
             except Exception:
-                entry = None
-            if entry is not None and (entry.expire_time is None or entry.expire_time > time.time()):
-                hit: R = entry.value
-                return hit
+                hit = _ABSENT
+            if hit is not _ABSENT:
+                return hit  # type: ignore[no-any-return]
         result: R = await get_or_compute(
             cache,
             key,
