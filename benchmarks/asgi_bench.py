@@ -16,6 +16,11 @@ targets for:
 * ``shardcache-wrapped``  the ``app`` wrapped, ``CacheMiddleware(app, ...)``: a HIT never
                        enters Starlette's own middleware stack
 * ``fastapi-cache2``   the ``app`` endpoint with ``@cache(expire=60)``, InMemoryBackend
+* ``fastapi-cache2-redis``  the same with its RedisBackend, on a throwaway redis-server
+                       (127.0.0.1, ``--save '' --appendonly no``) started for the run
+* ``nginx``            nginx ``proxy_cache`` (one worker process, ``proxy_cache_lock on``)
+                       as a separate process in front of the uncached ``app``
+                       (``asgi_nginx.py``): every request a HIT
 * ``nostore-app`` / ``nostore-shardcache``  a trivial ``Cache-Control: no-store``
                        endpoint without and with the middleware (hit-for-pass at work)
 * ``cold``             one never-seen URL hit by 200 concurrent requests: how many times
@@ -92,6 +97,18 @@ def make_app() -> Any:
             from fastapi_cache.backends.inmemory import InMemoryBackend
 
             FastAPICache.init(InMemoryBackend(), prefix="bench")
+        if system == "fastapi-cache2-redis":
+            from fastapi_cache import FastAPICache
+            from fastapi_cache.backends.redis import RedisBackend
+            from redis.asyncio import from_url
+
+            client = from_url(os.environ["ASGI_BENCH_REDIS"])
+            FastAPICache.init(RedisBackend(client), prefix="bench")
+            try:
+                yield
+            finally:
+                await client.aclose()
+            return
         if cache is not None:
             async with cache:
                 yield
@@ -99,7 +116,7 @@ def make_app() -> Any:
             yield
 
     app = FastAPI(lifespan=lifespan)
-    if system == "fastapi-cache2":
+    if system.startswith("fastapi-cache2"):
         decorate = _fastapi_cache_decorator()
     else:
 
@@ -211,11 +228,14 @@ def _tree_cpu(root: int) -> float:
 
 
 @contextlib.contextmanager
-def server(system: str, workers: int, directory: str, counter: str) -> Iterator[tuple[str, int]]:
+def server(
+    system: str, workers: int, directory: str, counter: str, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
     """A uvicorn server for ``system``; yields its base URL and stops it afterwards."""
     port = _free_port()
     env = {
         **os.environ,
+        **(extra_env or {}),
         "ASGI_BENCH_SYSTEM": system,
         "ASGI_BENCH_COUNTER": counter,
         "SHARDCACHE_DIR": directory,
@@ -240,6 +260,37 @@ def server(system: str, workers: int, directory: str, counter: str) -> Iterator[
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def serve(
+    system: str, workers: int, directory: str, counter: str
+) -> Iterator[tuple[str, list[int]]]:
+    """``server`` plus the peers that are not in-process: yields the base URL to load and the
+    pids whose process trees do the serving (for the CPU figure)."""
+    if system == "nginx":
+        from asgi_nginx import nginx_proxy
+
+        with server("app", workers, directory, counter) as (upstream, app_pid):
+            with nginx_proxy(upstream.removeprefix("http://"), directory + "-nginx") as (
+                base,
+                nginx_pid,
+            ):
+                yield base, [nginx_pid, app_pid]
+    elif system == "fastapi-cache2-redis":
+        from redis_server import RedisServer
+
+        os.makedirs(directory, exist_ok=True)
+        with RedisServer(directory) as redis:
+            if redis.url is None:
+                raise RuntimeError(redis.note)
+            assert redis._proc is not None
+            env = {"ASGI_BENCH_REDIS": redis.url}
+            with server(system, workers, directory, counter, env) as (base, pid):
+                yield base, [pid, redis._proc.pid]
+    else:
+        with server(system, workers, directory, counter) as (base, pid):
+            yield base, [pid]
 
 
 def _wait_ready(base: str, proc: subprocess.Popen[bytes], *, timeout: float) -> None:
@@ -350,18 +401,28 @@ RUNS = [  # (label, system, URL prefix)
     ("shardcache", "shardcache", "/items/"),
     ("shardcache-wrapped", "shardcache-wrapped", "/items/"),
     ("fastapi-cache2", "fastapi-cache2", "/items/"),
+    ("fastapi-cache2-redis", "fastapi-cache2-redis", "/items/"),
+    ("nginx", "nginx", "/items/"),
     ("nostore-app", "app", "/nostore/"),
     ("nostore-shardcache", "shardcache", "/nostore/"),
     ("nostore-50ms-app", "app", "/nostore-slow/"),
     ("nostore-50ms-shardcache", "shardcache", "/nostore-slow/"),
 ]
-COLD = [("cold-shardcache", "shardcache"), ("cold-fastapi-cache2", "fastapi-cache2")]
+COLD = [
+    ("cold-shardcache", "shardcache"),
+    ("cold-fastapi-cache2", "fastapi-cache2"),
+    ("cold-fastapi-cache2-redis", "fastapi-cache2-redis"),
+    ("cold-nginx", "nginx"),
+]
+WARM = {"shardcache", "shardcache-wrapped", "fastapi-cache2", "fastapi-cache2-redis", "nginx"}
 # (name, numerator, denominator, field, target text)
 RATIOS = [
     ("HIT / bare ceiling", "shardcache", "bare", "rps", ">= 0.6"),
     ("HIT (wrapped app) / bare", "shardcache-wrapped", "bare", "rps", ">= 0.6"),
     ("HIT / app trivial endpoint", "shardcache", "app-trivial", "rps", ">= 1.5"),
     ("HIT / fastapi-cache2 memory", "shardcache", "fastapi-cache2", "rps", ">= 6"),
+    ("HIT / fastapi-cache2 Redis", "shardcache", "fastapi-cache2-redis", "rps", ">= 8"),
+    ("HIT / nginx proxy_cache", "shardcache", "nginx", "rps", ">= 0.25"),
     ("HIT / uncached 50 ms app", "shardcache", "app", "rps", ""),
     ("HIT p99 / bare p99", "shardcache", "bare", "p99_ms", "<= 2"),
     ("HIT (wrapped) p99 / bare p99", "shardcache-wrapped", "bare", "p99_ms", "<= 2"),
@@ -375,6 +436,7 @@ RATIOS = [
         ">= 0.85",
     ),
     ("no-store 50 ms p99", "nostore-50ms-shardcache", "nostore-50ms-app", "p99_ms", "<= 2"),
+    ("cold URL wall: shardcache / nginx", "cold-shardcache", "cold-nginx", "wall_ms", "<= 0.3"),
     # Server CPU per request, inverted (capacity): noise from other tenants moves it less.
     ("CPU: HIT capacity / bare", "bare", "shardcache", "cpu_us", ""),
     ("CPU: HIT (wrapped) capacity / bare", "bare", "shardcache-wrapped", "cpu_us", ""),
@@ -391,12 +453,12 @@ def measure(workers: int, seconds: float, connections: int, reps: int) -> dict[s
             for label, system, prefix in RUNS:
                 directory = os.path.join(tmp, f"cache-{label}-{rep}")
                 counter = os.path.join(tmp, f"count-{label}-{rep}")
-                with server(system, workers, directory, counter) as (base, pid):
-                    if label in ("shardcache", "shardcache-wrapped", "fastapi-cache2"):
+                with serve(system, workers, directory, counter) as (base, pids):
+                    if label in WARM:
                         load(base, prefix, 1, connections)  # warm every URL in every worker
-                    cpu = _tree_cpu(pid)
+                    cpu = sum(_tree_cpu(pid) for pid in pids)
                     rps, p99, count = load(base, prefix, seconds, connections)
-                    cpu_us = (_tree_cpu(pid) - cpu) / max(count, 1) * 1e6
+                    cpu_us = (sum(_tree_cpu(pid) for pid in pids) - cpu) / max(count, 1) * 1e6
                 results[label] = {"rps": rps, "p99_ms": p99, "cpu_us": cpu_us}
                 print(
                     f"  workers={workers} rep={rep} {label:<24} {rps:>9.0f} req/s  p99 {p99:7.1f} ms"
@@ -406,12 +468,12 @@ def measure(workers: int, seconds: float, connections: int, reps: int) -> dict[s
             for label, system in COLD:
                 directory = os.path.join(tmp, f"cache-{label}-{rep}")
                 counter = os.path.join(tmp, f"count-{label}-{rep}")
-                with server(system, workers, directory, counter) as (base, _):
+                with serve(system, workers, directory, counter) as (base, _):
                     wall, seen = asyncio.run(_burst(base, "/cold/1", 200))
                 runs = os.path.getsize(counter) if os.path.exists(counter) else 0
                 results[label] = {"body_runs": runs, "wall_ms": wall * 1e3, "x_cache": sorted(seen)}
                 print(
-                    f"  workers={workers} rep={rep} {label:<20} body ran {runs} times, {wall * 1e3:.0f} ms",
+                    f"  workers={workers} rep={rep} {label:<26} body ran {runs} times, {wall * 1e3:.0f} ms",
                     file=sys.stderr,
                 )
             rounds.append(results)
@@ -456,7 +518,7 @@ def report(all_results: dict[int, dict[str, Any]]) -> None:
             runs = [r[label]["body_runs"] for r in results["rounds"]]
             wall = _median([r[label]["wall_ms"] for r in results["rounds"]])
             print(
-                f"  {workers} worker(s) {label:<21} 200 concurrent requests to one cold URL: "
+                f"  {workers} worker(s) {label:<26} 200 concurrent requests to one cold URL: "
                 f"body ran {runs} time(s), median wall {wall:.0f} ms"
             )
 
