@@ -32,7 +32,7 @@ from ._keys import decode_key, encode_key
 from ._maintenance import check_shards, vacuum_shards
 from ._options import Durability, Eviction, OnCorrupt, Options, check_ttl, expire_at
 from ._shard import SLOW_READ, SLOW_READ_BACKOFF, Row, Shard, _is_busy
-from ._types import DEFAULT, TTL, CacheStats, CheckReport, Entry, Key, ShardStats
+from ._types import DEFAULT, NOT_NOW, TTL, CacheStats, CheckReport, Entry, Key, ShardStats
 
 __all__ = ["AsyncCache"]
 
@@ -454,9 +454,46 @@ class AsyncCache:
         With ``type=``, decode into that type (Struct, dataclass, ``list[Struct]``...); a
         stored value that no longer fits counts as a miss and is deleted.
         """
-        if not self._ready:
+        if self._ready:
+            value = self._peek(key, default, type)
+            if value is not NOT_NOW:
+                return value
+        else:
             await self._ensure_open()
-        # The hot path, kept flat on purpose: every attribute lookup here is paid per get.
+        return await self._get_slow(key, default, type)
+
+    def _peek(self, key: Any, default: Any, type: Any) -> Any:
+        """``get`` without an await, or ``NOT_NOW`` when it needs one (not open yet, reads
+        sent to a thread, a value file). The hot path, kept flat on purpose."""
+        if not self._ready:
+            return NOT_NOW
+        kb = encode_key(key)
+        shard = self._shards[_crc32(kb) % self._n]
+        now = _time()
+        row = self._local(shard, kb, now, self._get_sql)
+        if row is _OFFLOAD:
+            return NOT_NOW
+        if row is not None:
+            expire = row[2]
+            if expire is None or expire > now:
+                if row[3] is not None:
+                    return NOT_NOW  # a value file is read off the loop thread
+                if row[1] == 0 and type is None and self._fast:
+                    try:
+                        value = self._fast_decode(row[0])
+                    except (msgspec.DecodeError, TypeError, ValueError):
+                        value = self._value(shard, kb, row, type)
+                else:
+                    value = self._value(shard, kb, row, type)
+                if value is not _MISS:
+                    self._hits += 1
+                    if shard.track_access:
+                        self._touch_access(shard, kb, now)
+                    return value
+        self._misses += 1
+        return default
+
+    async def _get_slow(self, key: Any, default: Any, type: Any) -> Any:
         kb = encode_key(key)
         shard = self._shards[_crc32(kb) % self._n]
         now = _time()

@@ -27,7 +27,7 @@ from ._errors import CacheError, ConfigurationError
 from ._keys import encode_key
 from ._options import check_ttl
 from ._stampede import _check_lock_timeout, _warn_once, get_or_compute
-from ._types import DEFAULT, TTL, CacheBackend, Key
+from ._types import DEFAULT, NOT_NOW, TTL, CacheBackend, Key
 
 __all__ = ["BoundCachedFunction", "CachedFunction", "acached", "default_cache"]
 
@@ -303,12 +303,17 @@ class CachedFunction(Generic[P, R]):
         if self._early is None:
             # The hit, before building the factory and the call below (a third of a hit's
             # cost). Any failure here falls through to get_or_compute, which reports it.
+            # AsyncCache answers most hits without an await (``_peek``); any backend's
+            # ``get`` returns fresh entries only, which is all a hit needs.
+            peek = getattr(cache, "_peek", None)
             try:
-                hit = await cache.get(key, _ABSENT, type=self._type)  # fresh entries only
+                hit = NOT_NOW if peek is None else peek(key, _ABSENT, self._type)
+                if hit is NOT_NOW:
+                    hit = await cache.get(key, _ABSENT, type=self._type)
             except Exception:
                 hit = _ABSENT
             if hit is not _ABSENT:
-                return hit  # type: ignore[no-any-return]
+                return hit  # type: ignore[return-value]
         result: R = await get_or_compute(
             cache,
             key,

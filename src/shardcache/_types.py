@@ -30,6 +30,7 @@ T = TypeVar("T")
 class _Sentinel(enum.Enum):
     MISSING = enum.auto()
     DEFAULT = enum.auto()
+    NOT_NOW = enum.auto()
 
     def __repr__(self) -> str:
         return self.name
@@ -39,6 +40,9 @@ class _Sentinel(enum.Enum):
 MISSING: Final = _Sentinel.MISSING
 #: "Not given": for options such as ``ttl`` where ``None`` means "never expires".
 DEFAULT: Final = _Sentinel.DEFAULT
+
+#: From a synchronous fast path (``AsyncCache._peek``): "this one needs an await".
+NOT_NOW: Final = _Sentinel.NOT_NOW
 
 Missing = _Sentinel
 #: A key: ``str``, ``bytes``, ``int``, ``float`` or a tuple of keys.
