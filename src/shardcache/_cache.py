@@ -26,7 +26,7 @@ import msgspec
 from . import _ops as ops
 from . import _sql as sql
 from ._codec import Codec, Compressor, InvalidSignature, Serializer, TypeMismatch
-from ._errors import CacheClosedError, CacheError, SerializationError
+from ._errors import CacheClosedError, CacheCorruptError, CacheError, SerializationError
 from ._executor import Executor
 from ._keys import decode_key, encode_key
 from ._maintenance import check_shards, vacuum_shards
@@ -245,7 +245,7 @@ class AsyncCache:
     def _check_layout(self, directory: Path) -> None:
         found = sorted(p.name for p in directory.glob("shard-*.db"))
         expected = [f"shard-{i:03d}.db" for i in range(self._n)]
-        if found and found != expected[: len(found)]:
+        if not set(found) <= set(expected):
             from ._errors import ConfigurationError
 
             raise ConfigurationError(
@@ -917,10 +917,25 @@ class AsyncCache:
                 after = rows[-1][0]
 
     async def check(self, *, fix: bool = False) -> CheckReport:
-        """Check integrity (SQLite, value files, size accounting); repair with ``fix=True``."""
-        if not self._ready:
-            await self._ensure_open()
+        """Check integrity (SQLite, value files, size accounting); repair with ``fix=True``.
+
+        With ``fix=True`` a shard file that cannot even be opened (garbage, not a shard) is
+        rebuilt empty, as ``on_corrupt="reset"`` would: a cache is rebuildable data.
+        """
+        found: list[str] = []
+        rebuilt: list[str] = []
+        while not self._ready:
+            try:
+                await self._ensure_open()
+            except CacheCorruptError as exc:
+                if not fix or exc.path is None or len(rebuilt) >= self._n:
+                    raise
+                found.append(str(exc))
+                await asyncio.get_running_loop().run_in_executor(None, _remove_shard, exc.path)
+                rebuilt.append(f"{exc.path}: could not be opened; rebuilt empty")
         report = await self._in_pool(check_shards, self._shards, fix)
+        report.problems[:0] = found
+        report.fixed[:0] = rebuilt
         if fix:
             for shard in self._shards:
                 shard.clear_near()
@@ -939,6 +954,12 @@ class _Miss:
 
 
 _MISS: Final = _Miss()
+
+
+def _remove_shard(path: str) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
 
 
 def _fetch(shard: Shard, stmt: str, params: Any) -> list[Any]:

@@ -260,12 +260,6 @@ async def test_damaged_change_log_at_open(tmp_path: Path, on_corrupt: str) -> No
         await cache.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: check() needs an open cache, and a cache with a shard it cannot open raises "
-    "CacheCorruptError from every call, check(fix=True) included: with on_corrupt='raise' "
-    "check(fix=True) can never repair what it is for",
-)
 async def test_check_fix_repairs_an_unopenable_shard(tmp_path: Path) -> None:
     directory = unique_dir(tmp_path)
     await populate(directory)
