@@ -473,11 +473,18 @@ class AsyncCache:
         row = self._local(shard, kb, now, self._get_sql)
         if row is _OFFLOAD:
             return NOT_NOW
+        return self._settle(shard, kb, row, now, default, type)
+
+    def _settle(
+        self, shard: Shard, kb: bytes, row: Row | None, now: float, default: Any, type: Any
+    ) -> Any:
+        """What ``get`` returns for ``row``, counted as a hit or a miss; ``NOT_NOW`` for a
+        row whose value lives in a file (read off the loop thread by ``_get_slow``)."""
         if row is not None:
             expire = row[2]
             if expire is None or expire > now:
                 if row[3] is not None:
-                    return NOT_NOW  # a value file is read off the loop thread
+                    return NOT_NOW
                 if row[1] == 0 and type is None and self._fast:
                     try:
                         value = self._fast_decode(row[0])
@@ -494,29 +501,24 @@ class AsyncCache:
         return default
 
     async def _get_slow(self, key: Any, default: Any, type: Any) -> Any:
+        """``get`` for what ``_peek`` could not settle: a first open, offloaded reads,
+        value files."""
         kb = encode_key(key)
         shard = self._shards[_crc32(kb) % self._n]
         now = _time()
-        row = self._local(shard, kb, now, self._get_sql)
-        if row is _OFFLOAD:
-            row = await self._row(shard, kb, now)
-        if row is not None:
-            expire = row[2]
-            if expire is None or expire > now:
-                if row[1] == 0 and row[3] is None and type is None and self._fast:
-                    try:
-                        value = self._fast_decode(row[0])
-                    except (msgspec.DecodeError, TypeError, ValueError):
-                        value = self._value(shard, kb, row, type)
-                else:
-                    value = await self._decode(shard, kb, row, type)
-                if value is not _MISS:
-                    self._hits += 1
-                    if shard.track_access:
-                        self._touch_access(shard, kb, now)
-                    return value
-        self._misses += 1
-        return default
+        row = await self._row(shard, kb, now)
+        value = self._settle(shard, kb, row, now, default, type)
+        if value is not NOT_NOW:
+            return value
+        assert row is not None
+        value = await self._decode(shard, kb, row, type)  # a value file, on the read pool
+        if value is _MISS:
+            self._misses += 1
+            return default
+        self._hits += 1
+        if shard.track_access:
+            self._touch_access(shard, kb, now)
+        return value
 
     def _touch_access(self, shard: Shard, kb: bytes, now: float) -> None:
         # LRU/LFU: reads stay reads; the writer folds these into its next batch.
