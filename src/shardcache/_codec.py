@@ -68,9 +68,13 @@ class Serializer(Protocol):
             def loads(self, data: bytes) -> str: return data.decode()
     """
 
-    def dumps(self, value: Any) -> bytes: ...
+    def dumps(self, value: Any) -> bytes:
+        """Encode a value to bytes (raise on what it cannot encode)."""
+        ...
 
-    def loads(self, data: bytes) -> Any: ...
+    def loads(self, data: bytes) -> Any:
+        """Decode bytes written by ``dumps``."""
+        ...
 
 
 @runtime_checkable
@@ -80,9 +84,13 @@ class Compressor(Protocol):
     Example: the ``lzma`` module is one: ``AsyncCache(compression=lzma)``.
     """
 
-    def compress(self, data: bytes) -> bytes: ...
+    def compress(self, data: bytes) -> bytes:
+        """Compress bytes."""
+        ...
 
-    def decompress(self, data: bytes) -> bytes: ...
+    def decompress(self, data: bytes) -> bytes:
+        """Undo ``compress``."""
+        ...
 
 
 class InvalidSignature(Exception):

@@ -125,7 +125,9 @@ class CacheBackend(Protocol):
     * ``release_lease(key, owner)``: drop the lease if ``owner`` still holds it.
     """
 
-    async def get(self, key: Key, default: Any = None, *, type: Any = None) -> Any: ...
+    async def get(self, key: Key, default: Any = None, *, type: Any = None) -> Any:
+        """The value of ``key`` (fresh entries only), or ``default``."""
+        ...
 
     async def set(
         self,
@@ -135,15 +137,23 @@ class CacheBackend(Protocol):
         ttl: TTL = DEFAULT,
         tag: str | None = None,
         stale_ttl: float = 0,
-    ) -> None: ...
+    ) -> None:
+        """Store ``value``; ``stale_ttl`` keeps it that long past expiry for ``get_entry``."""
+        ...
 
     async def add(
         self, key: Key, value: Any, *, ttl: TTL = DEFAULT, tag: str | None = None
-    ) -> bool: ...
+    ) -> bool:
+        """Store only if ``key`` is missing or expired; True if stored."""
+        ...
 
-    async def delete(self, key: Key) -> bool: ...
+    async def delete(self, key: Key) -> bool:
+        """Delete ``key``; True if a live entry was removed."""
+        ...
 
-    async def evict(self, tag: str) -> int: ...
+    async def evict(self, tag: str) -> int:
+        """Delete every entry stored with ``tag``; how many."""
+        ...
 
     async def get_or_set(
         self,
@@ -154,12 +164,22 @@ class CacheBackend(Protocol):
         tag: str | None = None,
         stale_ttl: float = 0,
         lock_timeout: float = 30.0,
-    ) -> Any: ...
+    ) -> Any:
+        """The value of ``key``, computed once by ``factory`` on a miss."""
+        ...
 
-    async def get_entry(self, key: Key, *, type: Any = None) -> Entry | None: ...
+    async def get_entry(self, key: Key, *, type: Any = None) -> Entry | None:
+        """The value with its expiry, stale entries within their window included."""
+        ...
 
-    async def acquire_lease(self, key: Key, owner: str, duration: float) -> bool: ...
+    async def acquire_lease(self, key: Key, owner: str, duration: float) -> bool:
+        """Take or renew the compute lease of ``key``; False if another owner holds it."""
+        ...
 
-    async def release_lease(self, key: Key, owner: str) -> None: ...
+    async def release_lease(self, key: Key, owner: str) -> None:
+        """Drop the lease of ``key`` if ``owner`` holds it."""
+        ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Commit what is pending and release every resource."""
+        ...
