@@ -117,10 +117,28 @@ class _Worker(threading.Thread):
                     done.extend(expired)
                 retry[index] = [op for op in live if op not in expired]
             _dispatch(done)
+            self._restart_long_wals(batch)
             if retry:
                 with self.cond:
                     for index, ops in retry.items():
                         self.pending[index] = ops + self.pending.get(index, [])
+
+    def _restart_long_wals(self, batch: dict[int, list[Op]]) -> None:
+        """Restart a shard's WAL once it passes WAL_LIMIT, here between batches.
+
+        The checkpointer thread tries too, but under a steady stream of batches this
+        thread re-takes the write lock before the checkpointer's busy handler wakes up, so
+        the log would grow without bound. Here nothing of ours holds the lock, and the
+        callers of the batch were already answered.
+        """
+        for index in batch:
+            shard = self.shards[index]
+            if shard.batches % _CHECKPOINT_EVERY or _wal_size(shard) <= WAL_LIMIT:
+                continue
+            writer = shard.writer
+            if writer is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    writer.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
 
 
 def _wal_size(shard: Shard) -> int:
