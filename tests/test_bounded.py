@@ -290,6 +290,84 @@ async def test_policy_none_still_expires(make_cache: MakeCache, tmp_path: Path) 
     assert (stats.evictions, stats.expirations) == (0, 30)
 
 
+def shard_rows(directory: Path, statement: str, index: int = 0) -> list[Any]:
+    """Read a shard file from outside the cache (what is really on disk)."""
+    with contextlib.closing(sqlite3.connect(directory / f"shard-{index:03d}.db")) as conn:
+        return conn.execute(statement).fetchall()
+
+
+def culling_indexes(directory: Path) -> set[str]:
+    names = "('entries_purge', 'entries_store', 'entries_access', 'entries_frequency')"
+    rows = shard_rows(directory, f"SELECT name FROM sqlite_master WHERE name IN {names}")
+    return {name for (name,) in rows}
+
+
+@pytest.mark.parametrize(
+    ("eviction", "index"),
+    [
+        ("least-recently-stored", "entries_store"),
+        ("least-recently-used", "entries_access"),
+        ("least-frequently-used", "entries_frequency"),
+    ],
+)
+async def test_culling_indexes_are_built_once_a_shard_is_half_full(
+    make_cache: MakeCache, tmp_path: Path, cache_dir: Path, eviction: str, index: str
+) -> None:
+    """Below half its limit a shard keeps no eviction/purge index (an overwrite would pay
+    for it on every write); past half they are built, and culling then follows the policy's
+    exact order, including entries stored before the indexes existed."""
+    unit = await unit_size(make_cache, tmp_path)
+    cache = make_cache(shards=1, size_limit=20 * unit, eviction=eviction)
+    for i in range(9):
+        await cache.set(k(i), VALUE)
+    assert culling_indexes(cache_dir) == set()
+    for i in range(9, 12):
+        await cache.set(k(i), VALUE)
+    assert culling_indexes(cache_dir) == {"entries_purge", index}
+    for i in range(12, 30):
+        await cache.set(k(i), VALUE)
+    present = await live_keys(cache)
+    assert len(present) <= 20
+    assert_evicted_in_order(present, [k(i) for i in range(30)], at_least=10)
+
+
+async def test_unbounded_cache_sweeps_expired_rows_off_disk(
+    make_cache: MakeCache, cache_dir: Path
+) -> None:
+    """Without a size limit there is no purge index: expired rows are still deleted from the
+    file, by a bounded sweep over the keys that rides on later writes."""
+    cache = make_cache(shards=1, size_limit=None)
+    await cache.set_many({("old", i): VALUE for i in range(600)}, ttl=TTL)
+    await cache.set_many({("kept", i): VALUE for i in range(100)})
+    await outlive(TTL)
+    assert shard_rows(cache_dir, "SELECT count(*) FROM entries")[0][0] == 700
+    for i in range(64):  # 64 write batches: 8 purge passes, each sweeping a window of keys
+        await cache.set(("new", i), i)
+    assert culling_indexes(cache_dir) == set()
+    assert shard_rows(cache_dir, "SELECT count(*) FROM entries")[0][0] == 164
+    assert (await cache.stats()).expirations == 600
+    assert await cache.count() == 164
+    assert await cache.get_many([("kept", i) for i in range(100)]) == {
+        ("kept", i): VALUE for i in range(100)
+    }
+
+
+async def test_sweep_keeps_up_with_a_stream_of_new_short_lived_keys(
+    make_cache: MakeCache, cache_dir: Path
+) -> None:
+    """Each sweep covers twice the keys written since the last one: rows that expire as
+    fast as new keys arrive do not pile up in an unbounded cache."""
+    cache = make_cache(shards=1, size_limit=None)
+    rows = []
+    for r in range(12):
+        for b in range(8):  # 8 batches of 100 new keys, then the sweep of the 8th batch
+            await cache.set_many({("stream", r, b, j): j for j in range(100)}, ttl=0.05)
+        await outlive(0.05)
+        rows.append(shard_rows(cache_dir, "SELECT count(*) FROM entries")[0][0])
+    # 9,600 keys were written; what is on disk stays near the last rounds' worth.
+    assert max(rows[4:]) <= 2_400, rows
+
+
 @pytest.mark.parametrize(
     ("eviction", "read_key_survives"),
     [

@@ -230,12 +230,17 @@ async def test_eviction_uses_the_repaired_accounting(
 
 # -- SQLite integrity ----------------------------------------------------------------------
 def damage_an_index(directory: Path) -> None:
-    """Make an index disagree with its table (what a torn page does), with the cache closed."""
+    """Make an index disagree with its table (what a torn page does), with the cache closed.
+
+    The tag index: it exists from the start (the culling indexes only once a shard is half
+    full) and holds an entry for every tagged row.
+    """
     with contextlib.closing(sqlite3.connect(shard_db(directory))) as conn:
         conn.execute("PRAGMA writable_schema = ON")
         conn.execute(
-            "UPDATE sqlite_master SET sql = 'CREATE INDEX entries_store ON entries(expire_time)' "
-            "WHERE name = 'entries_store'"
+            "UPDATE sqlite_master SET sql = "
+            "'CREATE INDEX entries_tag ON entries(expire_time) WHERE tag IS NOT NULL' "
+            "WHERE name = 'entries_tag'"
         )
         conn.commit()
 
@@ -244,20 +249,20 @@ async def test_an_integrity_problem_is_reported_not_raised(
     make_cache: MakeCache, cache_dir: Path
 ) -> None:
     cache = make_cache(shards=2)
-    await cache.set_many({("k", i): i for i in range(50)})
+    await cache.set_many({("k", i): i for i in range(50)}, tag="t")
     await cache.aclose()
     damage_an_index(cache_dir)
     reopened = make_cache(shards=2)
     report = await reopened.check()
     assert not report.ok
     assert all(shard_db(cache_dir).name in line for line in report.problems)
-    assert mentions(report, "entries_store")
+    assert mentions(report, "entries_tag")
 
 
 async def test_fix_repairs_a_damaged_index(make_cache: MakeCache, cache_dir: Path) -> None:
     cache = make_cache(shards=1)
     data = {("k", i): i for i in range(50)}
-    await cache.set_many(data)
+    await cache.set_many(data, tag="t")
     await cache.aclose()
     damage_an_index(cache_dir)
     reopened = make_cache(shards=1)

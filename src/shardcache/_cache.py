@@ -234,6 +234,7 @@ class AsyncCache:
                 threads=opts.writer_threads,
                 direct=opts.durability != "full",
                 name=f"shardcache-{directory.name}",
+                sync_wal=opts.durability == "full",
             )
             self._pool = concurrent.futures.ThreadPoolExecutor(2, "shardcache-read")
             self._shards = shards

@@ -39,12 +39,12 @@ def _size(name: str, value: Any, *, allow_none: bool = False, minimum: int = 0) 
     return value
 
 
-def _writer_threads(value: Any, durability: str, shards: int) -> int:
+def _writer_threads(value: Any) -> int:
     """``None`` picks what benchmarks/ measured best on 2 cores: one writer thread for all
-    shards (threads per shard fight over the GIL), except with ``durability="full"``, where
-    each commit waits on an fsync that releases the GIL, so shards fsync in parallel."""
+    shards (threads per shard fight over the GIL). With ``durability="full"`` too: the
+    executor fsyncs the shards of a round in parallel itself."""
     if value is None:
-        return min(shards, 4) if durability == "full" else 1
+        return 1
     return _size("writer_threads", value, minimum=1) or 1
 
 
@@ -140,5 +140,5 @@ class Options:
             durability=durability,
             near_cache=_size("near_cache", near_cache) or 0,
             on_corrupt=on_corrupt,
-            writer_threads=_writer_threads(writer_threads, durability, shards),
+            writer_threads=_writer_threads(writer_threads),
         )

@@ -56,6 +56,9 @@ _CHANGE_KEYS_MAX = 4096
 _CHANGE_KEEP = 2048
 # Expired rows purged per batch: bounded, so no write pays for a full scan.
 _PURGE_PER_BATCH = 64
+# Rows a sweep (purging without the purge index) looks at, at least; it also covers twice
+# the keys written since the last sweep, so that it keeps up with a stream of new keys.
+_SWEEP_MIN = 256
 # A loop-thread read slower than this sends the shard's reads to a thread for a while.
 SLOW_READ = 0.001
 SLOW_READ_BACKOFF = 1.0
@@ -133,6 +136,11 @@ class Shard:
         policy = sql.EVICTION[eviction]
         self.cull_sql = sql.cull_sql(policy[0]) if policy else None
         self.policy_index = policy[1] if policy else None
+        # The culling indexes, built once the shard is half full (see _after_ops).
+        self._lazy_indexes = [sql.PURGE_INDEX] + ([sql.policy_index_sql(*policy)] if policy else [])
+        self.indexed = False
+        self._sweep_from = b""  # where the next index-less purge sweep starts
+        self._swept = 0  # keys written since the last sweep
         self.track_access = eviction in ("least-recently-used", "least-frequently-used")
         # Access bookkeeping for LRU/LFU, buffered in memory and flushed by the writer.
         self.access: dict[bytes, int] = {}
@@ -162,10 +170,16 @@ class Shard:
         self.writer: sqlite3.Connection | None = None
         self._thread_conns = threading.local()
         self._pool_conns: list[sqlite3.Connection] = []
+        self._wal_fd: int | None = None
 
     # -- opening ------------------------------------------------------------------------
     def _connect(
-        self, *, busy_ms: int, readonly: bool = False, cache_kib: int | None = 128
+        self,
+        *,
+        busy_ms: int,
+        readonly: bool = False,
+        cache_kib: int | None = 128,
+        sync: str | None = None,
     ) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
@@ -180,7 +194,7 @@ class Shard:
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             # When a checkpoint restarts the WAL, shrink the file back to this size.
             conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
-            sync = {"normal": "NORMAL", "full": "FULL", "off": "OFF"}[self.durability]
+            sync = sync or {"normal": "NORMAL", "full": "FULL", "off": "OFF"}[self.durability]
             conn.execute(f"PRAGMA synchronous = {sync}")
             # A shard has up to five connections in a process. The loop's reader gets 768 KiB
             # of page cache (a shard's interior B-tree pages at a million entries), the
@@ -250,7 +264,12 @@ class Shard:
                 setup.close()
         # A short busy timeout: a shard another process keeps locked is retried after the
         # other shards' writes (executor), instead of holding them all up.
-        self.writer = self._connect(busy_ms=100, cache_kib=512)
+        # durability="full": the writer commits at NORMAL and the executor makes each round
+        # of commits durable with one fdatasync of each touched WAL, all at once (sync_wal):
+        # the same guarantee as FULL's fsync per commit, without serial fsyncs per shard.
+        self.writer = self._connect(
+            busy_ms=100, cache_kib=512, sync="NORMAL" if self.durability == "full" else None
+        )
         self.direct = self._connect(busy_ms=0)
         self.reader = self._connect(busy_ms=0, readonly=True, cache_kib=None)
         self.cursor = self.reader.cursor()
@@ -281,7 +300,7 @@ class Shard:
             )
         # executescript() commits whatever is open first, so the script itself begins the
         # transaction, and schema, checks and settings commit (or roll back) together.
-        conn.executescript("BEGIN IMMEDIATE;" + sql.SCHEMA + (self.policy_index or "") + ";")
+        conn.executescript("BEGIN IMMEDIATE;" + sql.SCHEMA)
         try:
             settings = dict(conn.execute("SELECT name, value FROM settings").fetchall())
             expected = {
@@ -294,6 +313,10 @@ class Shard:
                 conn.executemany("INSERT INTO settings VALUES (?, ?)", list(expected.items()))
             else:
                 self._check_settings(settings, expected)
+            built = {r[0] for r in conn.execute(sql.LAZY_INDEXES, (self.policy_index or "",))}
+            self.indexed = "entries_purge" in built and (
+                self.policy_index is None or self.policy_index in built
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -326,6 +349,10 @@ class Shard:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
         self.reader = self.direct = self.writer = self.cursor = None
+        if self._wal_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._wal_fd)
+            self._wal_fd = None
         if self._shm is not None:
             # Only after our connections closed: see _acquire_shm.
             self._shm = None
@@ -493,6 +520,17 @@ class Shard:
         self._empty_trash(conn)
         return True
 
+    def sync_wal(self) -> None:
+        """Flush the WAL to disk: what the writer committed is durable once this returns.
+
+        An fd of our own: fdatasync flushes the file, whichever descriptor wrote it, and the
+        WAL file lives as long as a connection of ours is open.
+        """
+        fd = self._wal_fd
+        if fd is None:
+            fd = self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+        os.fdatasync(fd)
+
     def _fail_all(self, ops: Iterable[Op], exc: BaseException) -> None:
         if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
             error: BaseException = CacheTimeoutError(
@@ -519,12 +557,19 @@ class Shard:
 
     def _after_ops(self, cur: sqlite3.Cursor, batch: _Batch) -> None:
         now = batch.now
+        self._swept += len(batch.keys)
         if self.batches % 8 == 0:
-            cur.execute(sql.PURGE_SOME, (now, _PURGE_PER_BATCH))
-            if cur.rowcount > 0:
-                self.expirations += cur.rowcount
-        if self.limit is not None and self.cull_sql is not None:
-            self._cull(cur, batch)
+            self._purge(cur, now)
+        if self.limit is not None:
+            volume = cur.execute(sql.VOLUME).fetchall()[0][0]
+            if not self.indexed and volume * 2 > self.limit:
+                # Half full: from now on culling is near, and it needs its order. Built
+                # once per shard file (IF NOT EXISTS: another process may have done it).
+                for statement in self._lazy_indexes:
+                    cur.execute(statement)
+                self.indexed = True
+            if volume > self.limit and self.cull_sql is not None:
+                self._cull(cur, batch, volume - self.limit)
         if batch.all or len(batch.keys) > _CHANGE_KEYS_MAX:
             cur.execute(sql.APPEND_CHANGE, (None,))
         elif batch.keys:
@@ -535,14 +580,30 @@ class Shard:
             cur.execute(sql.PRUNE_CHANGES, (_CHANGE_KEEP,))
             cur.execute(sql.LEASE_PRUNE, (now,))
 
-    def _cull(self, cur: sqlite3.Cursor, batch: _Batch) -> None:
+    def _purge(self, cur: sqlite3.Cursor, now: float) -> None:
+        """Delete some expired rows: by the purge index once built, else by a sweep over
+        the next window of keys (contiguous pages, no index to keep up on every write)."""
+        if self.indexed:
+            cur.execute(sql.PURGE_SOME, (now, _PURGE_PER_BATCH))
+        else:
+            window = max(_SWEEP_MIN, 2 * self._swept)
+            start = self._sweep_from
+            end = cur.execute(sql.SWEEP_END, (start, window - 1)).fetchall()
+            if end:
+                self._sweep_from = end[0][0]
+                cur.execute(sql.SWEEP, (start, self._sweep_from, now))
+            else:  # the window reaches the end of the table: next sweep starts over
+                self._sweep_from = b""
+                cur.execute(sql.SWEEP_TAIL, (start, now))
+            self._swept = 0
+        if cur.rowcount > 0:
+            self.expirations += cur.rowcount
+
+    def _cull(self, cur: sqlite3.Cursor, batch: _Batch, excess: int) -> None:
         """Bring the shard under its limit: expired rows first, then the policy's victims,
         one by one until the excess is gone, a bounded number per batch (amortized: no
         write pays for a scan)."""
-        assert self.limit is not None and self.cull_sql is not None
-        excess = cur.execute(sql.VOLUME).fetchall()[0][0] - self.limit
-        if excess <= 0:
-            return
+        assert self.cull_sql is not None
         budget = 256 + 4 * len(batch.keys)
         expired = cur.execute(sql.EXPIRED_VICTIMS, (batch.now, budget)).fetchall()
         excess, taken = self._drop(cur, batch, expired, excess)

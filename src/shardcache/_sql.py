@@ -7,6 +7,12 @@ every statement (ours, another process's, a future CLI's) keeps the accounting r
 files are unlinked only after the transaction that dropped their row has committed.
 ``changes`` is the near cache's change log: each write transaction appends the keys it
 changed, and readers in every process drop exactly those keys from their in-process copy.
+
+The indexes that only eviction and purging use (``entries_purge`` and the policy's) are built
+lazily, once a shard holds half its share of ``size_limit`` (see ``Shard._after_ops``). Below
+that nothing is evicted, and an index entry rewritten at a random page on every overwrite
+would cost each write a third of its time for nothing: an overwrite with a TTL dirtied three
+random pages (the row's leaf, its old purge-time and store-time entries) instead of one.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ FORMAT: Final = "shardcache/1"
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+-- value last: a column stored after a long value sits in its overflow pages, so a scan
+-- of expiry times or sizes (purge sweeps, count, culling) would read every value.
 CREATE TABLE IF NOT EXISTS entries (
     key BLOB PRIMARY KEY,
-    value BLOB,
     file TEXT,
     fmt INTEGER NOT NULL,
     size INTEGER NOT NULL,
@@ -28,9 +35,9 @@ CREATE TABLE IF NOT EXISTS entries (
     purge_time REAL,
     access_time REAL NOT NULL,
     access_count INTEGER NOT NULL DEFAULT 0,
-    tag TEXT
+    tag TEXT,
+    value BLOB
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS entries_purge ON entries(purge_time) WHERE purge_time IS NOT NULL;
 CREATE INDEX IF NOT EXISTS entries_tag ON entries(tag) WHERE tag IS NOT NULL;
 -- Not AUTOINCREMENT (one page less per commit): pruning never removes the newest row,
 -- so max(seq) + 1 still only grows.
@@ -104,6 +111,11 @@ SELECT_FOR_UPDATE: Final = (
 SET_VALUE: Final = "UPDATE entries SET value = ?, fmt = ?, size = ?, store_time = ? WHERE key = ?"
 EVICT_TAG: Final = "DELETE FROM entries WHERE tag = ? RETURNING key, expire_time"
 EXPIRE: Final = "DELETE FROM entries WHERE expire_time <= ? RETURNING key"
+# Purging without the index: a sweep by key over a window of the table (contiguous pages),
+# from a cursor the shard keeps. SWEEP_END is the window's last key (None past the end).
+SWEEP_END: Final = "SELECT key FROM entries WHERE key > ? ORDER BY key LIMIT 1 OFFSET ?"
+SWEEP: Final = "DELETE FROM entries WHERE key > ? AND key <= ? AND purge_time <= ?"
+SWEEP_TAIL: Final = "DELETE FROM entries WHERE key > ? AND purge_time <= ?"
 PURGE_SOME: Final = (
     "DELETE FROM entries WHERE key IN "
     "(SELECT key FROM entries WHERE purge_time <= ? ORDER BY purge_time LIMIT ?)"
@@ -131,22 +143,26 @@ WHERE leases.deadline <= ? OR leases.owner = excluded.owner
 LEASE_RELEASE: Final = "DELETE FROM leases WHERE key = ? AND owner = ?"
 LEASE_PRUNE: Final = "DELETE FROM leases WHERE deadline <= ?"
 
+#: Built with the policy's index once a shard is half full (both only serve culling).
+PURGE_INDEX: Final = (
+    "CREATE INDEX IF NOT EXISTS entries_purge ON entries(purge_time) WHERE purge_time IS NOT NULL"
+)
+LAZY_INDEXES: Final = (
+    "SELECT name FROM sqlite_master WHERE type = 'index' AND name IN ('entries_purge', ?)"
+)
+
 # Eviction policies as data: the ORDER BY that picks victims, and the index it needs.
 EVICTION: Final[dict[str, tuple[str, str] | None]] = {
-    "least-recently-stored": (
-        "store_time",
-        "CREATE INDEX IF NOT EXISTS entries_store ON entries(store_time)",
-    ),
-    "least-recently-used": (
-        "access_time",
-        "CREATE INDEX IF NOT EXISTS entries_access ON entries(access_time)",
-    ),
-    "least-frequently-used": (
-        "access_count, access_time",
-        "CREATE INDEX IF NOT EXISTS entries_frequency ON entries(access_count, access_time)",
-    ),
+    "least-recently-stored": ("store_time", "entries_store"),
+    "least-recently-used": ("access_time", "entries_access"),
+    "least-frequently-used": ("access_count, access_time", "entries_frequency"),
     "none": None,
 }
+
+
+def policy_index_sql(order: str, name: str) -> str:
+    """The CREATE INDEX of a policy's culling order."""
+    return f"CREATE INDEX IF NOT EXISTS {name} ON entries({order})"
 
 
 def cull_sql(order: str) -> str:

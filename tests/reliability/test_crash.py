@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from shardcache import AsyncCache
+from shardcache import AsyncCache, CacheError
 
 from . import _worker as w
 from .conftest import CHILD_TIMEOUT, Children, Figures
@@ -225,3 +225,50 @@ async def test_full_durability_syncs_value_files_and_their_directory(
         values_dir = (directory / "values").stat()
         assert (value_file.stat().st_dev, value_file.stat().st_ino) in inodes, "file not synced"
         assert (values_dir.st_dev, values_dir.st_ino) in inodes, "directory entry not synced"
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])
+async def test_full_durability_flushes_every_touched_wal_before_answering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer commits at NORMAL and flushes each WAL a round touched before any caller
+    # of the round is answered: every shard's WAL, at its size after the commit.
+    flushed: dict[tuple[int, int], int] = {}
+    real_fdatasync = os.fdatasync
+
+    def spy(fd: int) -> None:
+        real_fdatasync(fd)
+        st = os.fstat(fd)
+        flushed[(st.st_dev, st.st_ino)] = st.st_size
+
+    monkeypatch.setattr(os, "fdatasync", spy)
+    directory = tmp_path / "cache"
+    async with AsyncCache(directory, shards=4, durability="full") as cache:
+        await cache.set_many({("k", i): i for i in range(64)})
+        for wal in sorted(directory.glob("shard-*.db-wal")):
+            st = wal.stat()
+            assert flushed.get((st.st_dev, st.st_ino)) == st.st_size, f"{wal.name} not flushed"
+        flushed.clear()
+        await cache.set(("k", 1), "again")
+        assert len(flushed) == 1  # one shard touched, one flush
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])
+async def test_full_durability_reports_a_failed_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fdatasync = os.fdatasync
+    failing = True
+
+    def broken(fd: int) -> None:
+        if failing:
+            raise OSError(5, "Input/output error")
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    async with AsyncCache(tmp_path / "cache", shards=2, durability="full") as cache:
+        with pytest.raises(CacheError, match="durable"):
+            await cache.set("k", 1)
+        failing = False
+        await cache.set("k", 2)  # the writer is not wedged by the failure
+        assert await cache.get("k") == 2
