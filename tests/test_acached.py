@@ -359,6 +359,98 @@ async def test_method_without_ignore_names_self(cache: AsyncCache) -> None:
         await Repo().get(1)
 
 
+# -- the hit path: a repeat call is served from what was remembered about its arguments ------
+
+
+async def test_remembered_calls_keep_equal_but_different_arguments_apart(
+    cache: AsyncCache,
+) -> None:
+    # 1, 1.0 and True (and 0, 0.0, -0.0, False) are equal dict keys: a repeat call must
+    # still find its own entry, not the one of an equal argument of another type or sign.
+    @acached(cache)
+    async def f(x: object) -> str:
+        return repr(x)
+
+    @acached(cache)
+    async def g(x: object, y: str) -> str:
+        return f"{x!r} {y}"
+
+    args: list[object] = [1, 1.0, True, 0, 0.0, -0.0, False, "1", b"1", None]
+    for _ in range(3):  # computed, then remembered, then served as remembered
+        assert [await f(a) for a in args] == [repr(a) for a in args]
+        assert [await g(a, "y") for a in args] == [f"{a!r} y" for a in args]
+    assert len({f.cache_key(a) for a in args}) == len(args)
+    assert len({g.cache_key(a, "y") for a in args}) == len(args)
+
+
+async def test_a_remembered_call_sees_every_write_and_expiry(cache: AsyncCache) -> None:
+    counter = Counter()
+
+    @acached(cache)
+    async def f(x: int) -> dict[str, int]:
+        return {"x": x, "run": await counter.enter()}
+
+    assert await f(1) == {"x": 1, "run": 1}
+    assert await f(1) == {"x": 1, "run": 1}  # served from the cache from now on
+    await cache.set(f.cache_key(1), {"x": 1, "run": 99})  # another task's write
+    assert await f(1) == {"x": 1, "run": 99}
+    await cache.set(f.cache_key(1), {"x": 1, "run": 98}, ttl=0.2)
+    assert await f(1) == {"x": 1, "run": 98}
+    await asyncio.sleep(0.3)  # expiry is wall-clock time: nothing to await instead
+    assert await f(1) == {"x": 1, "run": 2}
+    assert await f.invalidate(1) is True
+    assert await f(1) == {"x": 1, "run": 3}
+    assert await f(1) == {"x": 1, "run": 3}
+    assert counter.runs == 3
+    stats = await cache.stats()
+    assert (stats.hits, stats.misses) == (4, 3)  # a miss is counted once, not per lookup
+
+
+async def test_a_remembered_method_call_is_shared_and_never_stale(cache: AsyncCache) -> None:
+    class Users:
+        def __init__(self) -> None:
+            self.runs = 0
+
+        @acached(cache, ignore=("self",))
+        async def get(self, user_id: int) -> list[int]:
+            self.runs += 1
+            return [user_id]
+
+    a, b = Users(), Users()
+    assert [await a.get(1), await b.get(1), await a.get(1), await Users.get(b, 1)] == [[1]] * 4
+    assert (a.runs, b.runs) == (1, 0)
+    await cache.set(a.get.cache_key(1), [7])
+    assert [await a.get(1), await b.get(1), await Users.get(a, 1)] == [[7]] * 3
+    assert await b.get(2) == [2]
+    assert (a.runs, b.runs) == (1, 1)
+
+
+async def test_a_mutable_result_is_a_fresh_object_per_call(cache: AsyncCache) -> None:
+    @acached(cache)
+    async def f(x: int) -> tuple[int, list[int]]:
+        return (x, [x])
+
+    await f(1)
+    first = await f(1)
+    first[1].append(2)  # the caller's own copy: the next caller does not see this
+    second = await f(1)
+    assert second == (1, [1])
+    assert second is not first and second[1] is not first[1]
+
+
+async def test_an_immutable_result_is_decoded_once_and_shared(cache: AsyncCache) -> None:
+    value = ("text" * 50, 2**40, 1.5, None, frozenset({b"a", (1, "b")}))
+
+    @acached(cache)
+    async def f(x: int) -> Any:
+        return value
+
+    assert await f(1) == value
+    second, third = await f(1), await f(1)
+    assert second == value
+    assert third is second  # nobody can change it, so no second decode
+
+
 def test_class_level_method_keys() -> None:
     # Decorated at class creation, the default cache is never touched by cache_key().
     assert Service(2).scale.cache_key(3) == Service(5).scale.cache_key(3)

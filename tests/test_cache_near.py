@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from _helpers import SHARDS, Peer, outlive
-from shardcache import AsyncCache
+from shardcache import AsyncCache, acached
+from shardcache._shard import _row_size
 
 MISSING = "<missing>"
 
@@ -73,6 +74,41 @@ async def test_a_value_larger_than_the_near_cache_is_still_served(make_cache) ->
         assert await cache.get("big") == "y" * 10_000
     await cache.set("big", "z" * 10_000)
     assert await cache.get("big") == "z" * 10_000
+
+
+async def test_immutable_values_are_kept_decoded_until_they_change_or_expire(
+    cache: AsyncCache,
+) -> None:
+    text = "t" * 300
+    await cache.set("s", text, ttl=0.3)
+    await cache.set("l", ("a", ["b"]))  # a tuple, but with a list inside: mutable
+    first, second = await cache.get("s"), await cache.get("s")
+    assert first == second == text
+    assert second is await cache.get("s")  # kept decoded: no decode per hit
+    await cache.set("s", text + "!", ttl=0.3)
+    assert await cache.get("s") == text + "!"
+    mutable = await cache.get("l")
+    assert mutable == ("a", ["b"]) and mutable is not await cache.get("l")
+    await outlive(0.3)
+    assert await cache.get("s", MISSING) == MISSING  # expiry is checked on kept values too
+    await cache.set("n", text)
+    assert await cache.get("n") == await cache.get("n") == text
+    assert await cache.get("n", type=int) is None  # type= still decodes (and checks)
+
+
+async def test_kept_values_count_in_the_byte_bound(make_cache) -> None:
+    bound = 64 * 1024
+    cache = make_cache(shards=1, near_cache=bound)
+    values = {k: f"{k}:" + "v" * 500 for k in range(400)}  # 3x the bound, decoded or not
+    await cache.set_many(values)
+    for _ in range(2):
+        for k, v in values.items():
+            assert await cache.get(k) == v
+    shard = cache._shards[0]
+    assert shard.near_values and set(shard.near_values) <= set(shard.near)
+    counted = sum(_row_size(k, row) for k, row in shard.near.items())
+    counted += sum(kept[2] for kept in shard.near_values.values())
+    assert shard.near_bytes == counted <= bound
 
 
 # -- across processes ---------------------------------------------------------------------
@@ -157,6 +193,31 @@ async def test_a_change_in_one_process_is_seen_by_the_next_get_in_another(
     assert await peer.call("get", "k") == "back"
     await cache.delete("k")
     assert await peer.call("get", "k", MISSING) == MISSING
+
+
+async def test_a_remembered_acached_call_is_never_stale_across_processes(
+    cache: AsyncCache, peer: Peer
+) -> None:
+    runs = 0
+
+    @acached(cache)
+    async def f(x: int) -> int:
+        nonlocal runs
+        runs += 1
+        return -x
+
+    assert [await f(1), await f(1)] == [-1, -1]  # the second call is a remembered one
+    stale = []
+    for i in range(200):
+        await peer.call("set", f.cache_key(1), i)
+        if (got := await f(1)) != i:
+            stale.append((i, got))
+        if (got := await f(1)) != i:
+            stale.append((i, got))
+    assert stale == []
+    assert await peer.call("delete", f.cache_key(1)) is True
+    assert await f(1) == -1
+    assert runs == 2
 
 
 async def test_large_values_are_never_stale_across_processes(make_cache, cache_dir: Path) -> None:

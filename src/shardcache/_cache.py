@@ -31,7 +31,7 @@ from ._executor import Executor
 from ._keys import decode_key, encode_key
 from ._maintenance import check_shards, vacuum_shards
 from ._options import Durability, Eviction, OnCorrupt, Options, check_ttl, expire_at
-from ._shard import SLOW_READ, SLOW_READ_BACKOFF, Row, Shard, _is_busy
+from ._shard import IMMUTABLE, SLOW_READ, SLOW_READ_BACKOFF, Row, Shard, _is_busy
 from ._types import DEFAULT, NOT_NOW, TTL, CacheStats, CheckReport, Entry, Key, ShardStats
 
 __all__ = ["AsyncCache"]
@@ -456,7 +456,8 @@ class AsyncCache:
         stored value that no longer fits counts as a miss and is deleted.
         """
         if self._ready:
-            value = self._peek(key, default, type)
+            kb = encode_key(key)  # _peek, inlined: one call less on every hit
+            value = self._peek_at(kb, _crc32(kb) % self._n, default, type)
             if value is not NOT_NOW:
                 return value
         else:
@@ -465,12 +466,29 @@ class AsyncCache:
 
     def _peek(self, key: Any, default: Any, type: Any) -> Any:
         """``get`` without an await, or ``NOT_NOW`` when it needs one (not open yet, reads
-        sent to a thread, a value file). The hot path, kept flat on purpose."""
+        sent to a thread, a value file)."""
+        kb = encode_key(key)
+        return self._peek_at(kb, _crc32(kb) % self._n, default, type)
+
+    def _locate(self, key: Any) -> tuple[bytes, int]:
+        """The encoded key and the shard index that ``_peek_at`` takes. Both are fixed for
+        the life of this object, so ``@acached`` computes them once per argument tuple."""
+        kb = encode_key(key)
+        return kb, _crc32(kb) % self._n
+
+    def _peek_at(self, kb: bytes, index: int, default: Any, type: Any) -> Any:
+        """``_peek`` of a key already encoded and routed (``_locate``). The hot path of
+        ``get`` and ``@acached``, kept flat on purpose."""
         if not self._ready:
             return NOT_NOW
-        kb = encode_key(key)
-        shard = self._shards[_crc32(kb) % self._n]
+        shard = self._shards[index]
         now = _time()
+        if self._near_on and shard.near_valid():
+            # _local's first step, inlined: a near-cache hit is most of the calls here.
+            row = shard.near.get(kb)
+            if row is not None:
+                self._near_hits += 1
+                return self._settle(shard, kb, row, now, default, type)
         row = self._local(shard, kb, now, self._get_sql)
         if row is _OFFLOAD:
             return NOT_NOW
@@ -486,13 +504,20 @@ class AsyncCache:
             if expire is None or expire > now:
                 if row[3] is not None:
                     return NOT_NOW
-                if row[1] == 0 and type is None and self._fast:
-                    try:
-                        value = self._fast_decode(row[0])
-                    except (msgspec.DecodeError, TypeError, ValueError):
-                        value = self._value(shard, kb, row, type)
-                else:
+                if type is not None:
                     value = self._value(shard, kb, row, type)
+                elif (kept := shard.near_values.get(kb)) is not None and kept[0] is row:
+                    value = kept[1]  # immutable, decoded from this very row: no decode
+                else:
+                    if row[1] == 0 and self._fast:
+                        try:
+                            value = self._fast_decode(row[0])
+                        except (msgspec.DecodeError, TypeError, ValueError):
+                            value = self._value(shard, kb, row, type)
+                    else:
+                        value = self._value(shard, kb, row, type)
+                    if value.__class__ in IMMUTABLE:
+                        shard.remember_value(kb, row, value)
                 if value is not _MISS:
                     self._hits += 1
                     if shard.track_access:

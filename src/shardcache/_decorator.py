@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import builtins
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -42,9 +43,16 @@ _arg_encoder = msgspec.msgpack.Encoder(order="deterministic")
 _BIGINT_EXT = 1
 _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
 _ABSENT: Any = object()  # get()'s default on the hit path: None is a value
-_MEMO_SIZE = 4096  # keys remembered per function for scalar-argument calls
+_MEMO_SIZE = 4096  # calls remembered per function (scalar arguments only)
+
+# A remembered call: the exact types of its arguments (1, 1.0 and True are equal dict keys,
+# not equal cache keys), its key and, once the cache is known and it is an AsyncCache, the
+# cache's ``_peek_at`` with the encoded key and shard index it takes.
+_Call = tuple[tuple[type, ...], Key, Callable[[bytes, int, Any, Any], Any] | None, bytes, int]
 _default: Any = None
 _default_lock = threading.Lock()
+# Python 3.12+; looked up once: a failing hasattr() per ``obj.method`` costs ~0.4 us.
+_mark_coroutine: Callable[[Any], Any] | None = getattr(inspect, "markcoroutinefunction", None)
 
 
 def default_cache() -> Any:
@@ -184,8 +192,16 @@ class CachedFunction(Generic[P, R]):
             raise TypeError(f"cache_if= must be a callable taking the result, not {cache_if!r}")
         functools.update_wrapper(self, func)
         self.__wrapped__ = func
-        if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
-            inspect.markcoroutinefunction(self)
+        # What update_wrapper copies, gathered once: every ``obj.method`` access builds a
+        # BoundCachedFunction, and update_wrapper there took as long as a whole hit.
+        self._wrapper_attrs: dict[str, Any] = {
+            name: getattr(func, name)
+            for name in functools.WRAPPER_ASSIGNMENTS
+            if hasattr(func, name)
+        }
+        self._wrapper_attrs.update(getattr(func, "__dict__", {}))
+        if _mark_coroutine is not None:
+            _mark_coroutine(self)
         self._func = func
         self._cache = cache
         self._ttl = ttl
@@ -200,7 +216,6 @@ class CachedFunction(Generic[P, R]):
         self._ignore = self._check_ignore(ignore)
         # For the common call, positional arguments matching a signature of plain
         # parameters, the key is built without inspect's bind (half the cost of a hit).
-        self._memo: dict[tuple[tuple[Any, ...], tuple[type, ...]], str] = {}
         params = list(self._signature.parameters.values())
         plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         self._positional: tuple[bool, ...] | None = (
@@ -208,6 +223,12 @@ class CachedFunction(Generic[P, R]):
             if all(p.kind in plain for p in params)
             else None
         )
+        # Such calls with scalar arguments are remembered, keyed by their arguments, so a
+        # repeat call skips key building, key encoding and shard routing (a hit then costs
+        # about what ``cache.get`` costs). An ignored first parameter (``self``) is left out
+        # of that dict key: it is not part of the cache key, and methods hit this way.
+        self._calls: dict[tuple[Any, ...], _Call] = {}
+        self._skip = int(self._positional is not None and bool(params) and not self._positional[0])
         module = getattr(func, "__module__", None) or builtins.type(func).__module__
         self._prefix = f"acached:{module}.{name}:v{version}:"
 
@@ -246,22 +267,30 @@ class CachedFunction(Generic[P, R]):
 
         ``TypeError`` (naming the argument) when an argument cannot be part of a key.
         """
+        return self._key_of(args, kwargs)[0]
+
+    def _key_of(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Key, tuple[type, ...] | None]:
+        """The key of a call, and the types of ``args[self._skip:]`` when the call may be
+        remembered in ``_calls`` under those arguments (None when it may not)."""
         if self._key is not None:
+            # Never remembered: a key callable may read more than its arguments.
             custom = self._key(*args, **kwargs)
             encode_key(custom)  # a TypeError now, not at the first write
-            return custom
+            return custom, None
         keep = self._positional
         if keep is not None and not kwargs and len(args) == len(keep):
-            # Memo for calls whose arguments are all plain scalars: the types are part of
-            # the memo key, since 1, 1.0 and True hash (and compare) equal.
-            types = tuple(map(builtins.type, args))
-            if _SCALARS.issuperset(types):
-                memo_key = (args, types)
-                known = self._memo.get(memo_key)
-                if known is not None:
-                    return known
-            else:
-                memo_key = None
+            memo_args = args[self._skip :]
+            found = tuple(map(builtins.type, memo_args))
+            types: tuple[type, ...] | None = None
+            if _SCALARS.issuperset(found):
+                known = self._calls.get(memo_args)
+                if known is not None and known[0] == found:
+                    return known[1], found
+                # 0.0 and -0.0 are equal dict keys but two encodings, so two cache keys.
+                if float not in found or 0.0 not in memo_args:
+                    types = found
             try:
                 parts = [_encode_arg(arg) for arg, kept in zip(args, keep, strict=True) if kept]
             except (TypeError, ValueError, OverflowError):
@@ -269,11 +298,9 @@ class CachedFunction(Generic[P, R]):
             else:
                 hashed = hashlib.blake2b(_arg_encoder.encode(parts), digest_size=16)
                 key = self._prefix + hashed.hexdigest()
-                if memo_key is not None:
-                    if len(self._memo) >= _MEMO_SIZE:
-                        self._memo.clear()
-                    self._memo[memo_key] = key
-                return key
+                if types is not None:
+                    self._remember(memo_args, (types, key, None, b"", 0))
+                return key, types
         try:
             bound = self._signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -291,16 +318,61 @@ class CachedFunction(Generic[P, R]):
                     f"cannot be part of a cache key ({exc}); pass key= or ignore=({name!r},)"
                 ) from None
         digest = hashlib.blake2b(_arg_encoder.encode(parts), digest_size=16).hexdigest()
-        return self._prefix + digest
+        return self._prefix + digest, None
+
+    def _remember(self, memo_args: tuple[Any, ...], call: _Call) -> None:
+        calls = self._calls
+        if len(calls) >= _MEMO_SIZE and memo_args not in calls:
+            calls.clear()
+        calls[memo_args] = call
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        key = self.cache_key(*args, **kwargs)
+        hit = NOT_NOW
+        if not kwargs and (args or not self._skip):
+            # The hot path: a call seen before (same arguments, same types) is read from
+            # the near cache at the encoded key and shard remembered for it. ``hit`` becomes
+            # the value, ``_ABSENT`` (read: a miss), or stays ``NOT_NOW`` (not remembered,
+            # or the cache needs an await): the general path below takes those.
+            memo_args = args[1:] if self._skip else args
+            try:
+                known = self._calls.get(memo_args)
+            except TypeError:  # an unhashable argument: never remembered
+                known = None
+            if known is not None:
+                types, _key, peek, kb, index = known
+                if peek is not None and (
+                    type(memo_args[0]) is types[0]
+                    if len(types) == 1
+                    else tuple(map(type, memo_args)) == types
+                ):
+                    try:
+                        hit = peek(kb, index, _ABSENT, self._type)
+                    except Exception:  # get_or_compute meets it again and reports it
+                        hit = _ABSENT
+                    if hit is not _ABSENT and hit is not NOT_NOW:
+                        return hit  # type: ignore[no-any-return]
+        return await self._call(args, kwargs, hit)
+
+    async def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], hit: Any) -> R:
+        """A call that the hot path of ``__call__`` did not answer; ``hit`` is what it
+        found (``_ABSENT``: the cache was read already, and a second read would count a
+        second miss)."""
+        key, types = self._key_of(args, kwargs)
         try:
             cache = self.cache
         except CacheError as exc:
             _warn_once("open", exc)
             return await self._func(*args, **kwargs)
-        if self._early is None:
+        if self._early is None and hit is NOT_NOW:
+            if types is not None:
+                # Remember where this call's entry lives (AsyncCache only), so that the
+                # next identical call takes the hot path.
+                locate = getattr(cache, "_locate", None)
+                peek_at = getattr(cache, "_peek_at", None)
+                if locate is not None and peek_at is not None:
+                    with contextlib.suppress(Exception):  # reported by the calls below
+                        kb, index = locate(key)
+                        self._remember(args[self._skip :], (types, key, peek_at, kb, index))
             # The hit, before building the factory and the call below (a third of a hit's
             # cost). Any failure here falls through to get_or_compute, which reports it.
             # AsyncCache answers most hits without an await (``_peek``); any backend's
@@ -313,7 +385,7 @@ class CachedFunction(Generic[P, R]):
             except Exception:
                 hit = _ABSENT
             if hit is not _ABSENT:
-                return hit  # type: ignore[return-value]
+                return hit  # type: ignore[no-any-return]
         result: R = await get_or_compute(
             cache,
             key,
@@ -380,10 +452,10 @@ class BoundCachedFunction(Generic[P, R]):
     def __init__(self, cached: CachedFunction[..., Any], instance: Any, owner: Any) -> None:
         self._cached = cached
         self._instance = instance
-        functools.update_wrapper(self, cached.__wrapped__)
+        self.__dict__.update(cached._wrapper_attrs)  # functools.update_wrapper, precomputed
         self.__wrapped__ = cached.__wrapped__.__get__(instance, owner)
-        if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
-            inspect.markcoroutinefunction(self)
+        if _mark_coroutine is not None:
+            _mark_coroutine(self)
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         result: R = await self._cached(self._instance, *args, **kwargs)

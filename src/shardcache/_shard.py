@@ -12,10 +12,12 @@ A shard has three kinds of connection, each owned by one thread:
   every queued write of a batch in one ``BEGIN IMMEDIATE ... COMMIT``.
 
 The near cache keeps *encoded* rows of recently read keys (so callers never share a mutable
-object). It is validated before each read by comparing the 48-byte WAL-index header in the
-``-shm`` file (mapped read-only, ~0.1 us) with the one seen last; when it moved, the keys
-listed in the ``changes`` table since our last sequence number are dropped, and a gap in the
-sequence (the log was pruned past us) drops the whole shard's copy.
+object) and, next to a row whose value is immutable (``IMMUTABLE`` types all the way down),
+that value decoded, which every hit on that very row returns. It is validated before each
+read by comparing the 48-byte WAL-index header in the ``-shm`` file (mapped read-only,
+~0.1 us) with the one seen last; when it moved, the keys listed in the ``changes`` table
+since our last sequence number are dropped, and a gap in the sequence (the log was pruned
+past us) drops the whole shard's copy.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import os
 import random
 import re
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -153,6 +156,9 @@ class Shard:
         # Near cache.
         self.near_limit = near_limit
         self.near: dict[bytes, Row] = {}
+        # Decoded immutable values of near rows, with the row each was decoded from and its
+        # size (counted in near_bytes): a hit on them skips msgspec. A key here is in near.
+        self.near_values: dict[bytes, tuple[Row, Any, int]] = {}
         self.near_bytes = 0
         self._shm: mmap.mmap | None = None
         self._hdr = b""
@@ -357,8 +363,7 @@ class Shard:
             # Only after our connections closed: see _acquire_shm.
             self._shm = None
             _release_shm(f"{self.path}-shm")
-        self.near.clear()
-        self.near_bytes = 0
+        self.clear_near()
 
     def slow_read(self, now: float) -> None:
         """Guard: when slow loop-thread reads become frequent, send this shard's reads to a
@@ -413,15 +418,15 @@ class Shard:
                         self.clear_near()
                         break
                     for key in _unpack(keys):
-                        row = near.pop(key, None)
-                        if row is not None:
-                            self.near_bytes -= _row_size(key, row)
+                        if key in near:
+                            self.forget(key)
             self._seq = rows[-1][0]
         self._hdr = hdr
 
     def clear_near(self) -> None:
         """Forget every near-cache row of this shard."""
         self.near.clear()
+        self.near_values.clear()
         self.near_bytes = 0
 
     def forget(self, key: bytes) -> None:
@@ -429,21 +434,36 @@ class Shard:
         row = self.near.pop(key, None)
         if row is not None:
             self.near_bytes -= _row_size(key, row)
+            kept = self.near_values.pop(key, None)
+            if kept is not None:
+                self.near_bytes -= kept[2]
 
     def remember(self, key: bytes, row: Row) -> None:
         """Keep an encoded row in the near cache, oldest rows leaving first past the bound."""
         size = _row_size(key, row)
         if size > self.near_limit // 4:
             return
-        near = self.near
-        old = near.pop(key, None)
-        if old is not None:
-            self.near_bytes -= _row_size(key, old)
-        near[key] = row
+        self.forget(key)
+        self.near[key] = row
         self.near_bytes += size
-        while self.near_bytes > self.near_limit:
-            victim = next(iter(near))
-            self.near_bytes -= _row_size(victim, near.pop(victim))
+        self._shrink_near()
+
+    def remember_value(self, key: bytes, row: Row, value: Any) -> None:
+        """Keep ``value``, just decoded from the near row ``row``, when no caller can change
+        it (``IMMUTABLE`` types all the way down): hits on that row then return it as is."""
+        if self.near.get(key) is not row or key in self.near_values:
+            return  # a row read off the near cache (read pool), or already kept
+        size = _immutable_size(value)
+        if size is None:
+            return
+        self.near_values[key] = (row, value, size)
+        self.near_bytes += size
+        self._shrink_near()
+
+    def _shrink_near(self) -> None:
+        near = self.near
+        while self.near_bytes > self.near_limit and near:
+            self.forget(next(iter(near)))
 
     # -- reads --------------------------------------------------------------------------
     def thread_reader(self) -> sqlite3.Connection:
@@ -737,6 +757,30 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+#: Types whose instances no caller can change: one decoded object may serve every hit.
+IMMUTABLE: frozenset[type] = frozenset(
+    {type(None), bool, int, float, complex, str, bytes, tuple, frozenset}
+)
+_CONTAINERS = (tuple, frozenset)
+
+
+def _immutable_size(value: Any, depth: int = 0) -> int | None:
+    """The memory ``value`` takes when it is immutable all the way down, else None."""
+    kind = type(value)
+    if kind not in IMMUTABLE or depth > 32:
+        return None
+    # The object itself, plus ~120 B for its near_values entry (a 3-tuple and a dict slot,
+    # measured with tracemalloc).
+    size = sys.getsizeof(value) + (120 if depth == 0 else 0)
+    if kind in _CONTAINERS:
+        for item in value:
+            inner = _immutable_size(item, depth + 1)
+            if inner is None:
+                return None
+            size += inner
+    return size
 
 
 def _row_size(key: bytes, row: Row) -> int:
