@@ -385,6 +385,19 @@ async def test_schema_changed_value_is_gone_for_plain_gets_too(cache: AsyncCache
     assert await cache.get("point", "default") == "default"
 
 
+@pytest.mark.parametrize("size", [10, 100_000], ids=["inline", "value-file"])
+async def test_a_set_right_after_a_misfit_get_is_not_deleted(make_cache, size: int) -> None:
+    """The misfit's deletion runs later, in the background: it must not take the value a
+    ``set`` stored meanwhile (it deletes the row only while it still holds the misfit)."""
+    cache = make_cache(min_file_size=1024)
+    await cache.set("k", "x" * size)
+    assert await cache.get("k", -1, type=int) == -1
+    await cache.set("k", 42)
+    await cache.aclose()  # lets the deletion it started finish
+    reopened = make_cache(min_file_size=1024)
+    assert await reopened.get("k") == 42
+
+
 async def test_get_with_type_does_not_change_plain_reads(tmp_path: Path) -> None:
     async with AsyncCache(tmp_path / "c") as cache:
         await cache.set("point", Point(1, 2))

@@ -426,7 +426,8 @@ class AsyncCache:
             return _MISS
         except TypeMismatch:
             shard.forget(kb)
-            self._spawn(self._executor_write(shard.index, ops.op_delete, (kb,)))
+            misfit = (kb, None if file else blob, file)
+            self._spawn(self._executor_write(shard.index, ops.op_drop_misfit, misfit))
             return _MISS
         except SerializationError:
             logger.warning(

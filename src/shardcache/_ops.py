@@ -22,6 +22,7 @@ __all__ = [
     "op_add",
     "op_clear",
     "op_delete",
+    "op_drop_misfit",
     "op_drop_missing_file",
     "op_evict",
     "op_expire",
@@ -233,6 +234,24 @@ def op_release(shard: Shard, cur: sqlite3.Cursor, batch: _Batch, key: bytes, own
 def op_flush(shard: Shard, cur: sqlite3.Cursor, batch: _Batch) -> int:
     """Nothing of its own (0): the batch flushes buffered access bookkeeping and the trash."""
     return 0
+
+
+def op_drop_misfit(
+    shard: Shard,
+    cur: sqlite3.Cursor,
+    batch: _Batch,
+    key: bytes,
+    blob: bytes | None,
+    file: str | None,
+) -> None:
+    """Delete a row whose value no longer fits the reader's ``type=``, unless the row has
+    since been replaced (a ``set`` queued right after the failed ``get`` must win)."""
+    if file is not None:
+        cur.execute(sql.DELETE_FILE_ROW, (key, file))
+    else:
+        cur.execute(sql.DELETE_VALUE_ROW, (key, blob))
+    if cur.rowcount:
+        batch.keys.append(key)
 
 
 def op_drop_missing_file(

@@ -125,6 +125,7 @@ EXPIRED_VICTIMS: Final = (
 )
 DELETE_KEY: Final = "DELETE FROM entries WHERE key = ?"
 DELETE_FILE_ROW: Final = "DELETE FROM entries WHERE key = ? AND file = ?"
+DELETE_VALUE_ROW: Final = "DELETE FROM entries WHERE key = ? AND value = ?"
 CLEAR: Final = "DELETE FROM entries WHERE expire_time IS NULL OR expire_time > ?"
 CLEAR_ALL: Final = "DELETE FROM entries"
 APPEND_CHANGE: Final = "INSERT INTO changes (keys) VALUES (?)"
