@@ -67,6 +67,9 @@ def expire_at(ttl: Any, default_ttl: float | None, now: float) -> float | None:
     """The Unix time a write with ``ttl`` expires (``None``: never); ``DEFAULT`` -> default."""
     if ttl is DEFAULT:
         return None if default_ttl is None else now + default_ttl
+    kind = type(ttl)
+    if (kind is int or kind is float) and 0 <= ttl < 1e300:
+        return now + ttl  # the common case, without check_ttl's calls (NaN/inf/bool fail here)
     seconds = check_ttl(ttl)
     return None if seconds is None else now + seconds
 
