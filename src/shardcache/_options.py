@@ -69,7 +69,8 @@ def expire_at(ttl: Any, default_ttl: float | None, now: float) -> float | None:
         return None if default_ttl is None else now + default_ttl
     kind = type(ttl)
     if (kind is int or kind is float) and 0 <= ttl < 1e300:
-        return now + ttl  # the common case, without check_ttl's calls (NaN/inf/bool fail here)
+        plain: float = ttl  # the common case: no check_ttl calls (NaN, inf, bool fail here)
+        return now + plain
     seconds = check_ttl(ttl)
     return None if seconds is None else now + seconds
 
