@@ -1,6 +1,7 @@
 """CacheMiddleware under load: real uvicorn servers, a load generator in another process.
 
     python benchmarks/asgi_bench.py [--seconds 5] [--workers 1,4] [--reps 3] [--json out.json]
+        [--systems nostore-app,nostore-shardcache,...] [--baseline DIR]
 
 For each worker count it starts uvicorn (uvloop, httptools) on 127.0.0.1 once per system,
 measures with ``wrk -t2 -c64`` (or, without wrk, the asyncio load generator below, run as
@@ -26,13 +27,21 @@ targets for:
 * ``cold``             one never-seen URL hit by 200 concurrent requests: how many times
                        the endpoint body ran (across workers) and the wall time
 
+``--systems`` runs only the labels given (a minute instead of ten); a ratio is printed when
+both its systems ran. ``--baseline DIR`` compares two versions of shardcache in one run:
+``DIR`` holds another copy of the package (``DIR/shardcache``, e.g. from ``git archive``),
+and every shardcache system also runs on it, interleaved, as ``<label>@baseline``, with
+its ratios printed beside the current ones.
+
 The machine is noisy (the load generator shares the cores with the server): only ratios
 inside one run mean anything. Every server binds 127.0.0.1 and is stopped; every wait is
 bounded.
 
 The same file is the ASGI application uvicorn imports (``make_app``, with ``--factory``):
 ``ASGI_BENCH_SYSTEM`` picks the system, ``ASGI_BENCH_COUNTER`` names a file every body run
-appends one byte to.
+appends one byte to, and each worker creates a file named after its pid in
+``ASGI_BENCH_STARTED`` once its lifespan startup is complete: the load starts when every
+worker is up, so that no worker's imports and cache opening are counted as serving.
 """
 
 from __future__ import annotations
@@ -77,6 +86,12 @@ def _counter() -> Any:
     return lambda: os.write(fd, b"x")
 
 
+def _started() -> None:
+    directory = os.environ.get("ASGI_BENCH_STARTED")
+    if directory:
+        Path(directory, str(os.getpid())).touch()
+
+
 def make_app() -> Any:
     """The ASGI app of ``$ASGI_BENCH_SYSTEM`` (uvicorn ``--factory``)."""
     system = os.environ["ASGI_BENCH_SYSTEM"]
@@ -92,27 +107,23 @@ def make_app() -> Any:
 
     @_contextlib.asynccontextmanager
     async def lifespan(app: Any) -> Any:
-        if system == "fastapi-cache2":
-            from fastapi_cache import FastAPICache
-            from fastapi_cache.backends.inmemory import InMemoryBackend
+        async with _contextlib.AsyncExitStack() as stack:
+            if system == "fastapi-cache2":
+                from fastapi_cache import FastAPICache
+                from fastapi_cache.backends.inmemory import InMemoryBackend
 
-            FastAPICache.init(InMemoryBackend(), prefix="bench")
-        if system == "fastapi-cache2-redis":
-            from fastapi_cache import FastAPICache
-            from fastapi_cache.backends.redis import RedisBackend
-            from redis.asyncio import from_url
+                FastAPICache.init(InMemoryBackend(), prefix="bench")
+            if system == "fastapi-cache2-redis":
+                from fastapi_cache import FastAPICache
+                from fastapi_cache.backends.redis import RedisBackend
+                from redis.asyncio import from_url
 
-            client = from_url(os.environ["ASGI_BENCH_REDIS"])
-            FastAPICache.init(RedisBackend(client), prefix="bench")
-            try:
-                yield
-            finally:
-                await client.aclose()
-            return
-        if cache is not None:
-            async with cache:
-                yield
-        else:
+                client = from_url(os.environ["ASGI_BENCH_REDIS"])
+                stack.push_async_callback(client.aclose)
+                FastAPICache.init(RedisBackend(client), prefix="bench")
+            if cache is not None:
+                await stack.enter_async_context(cache)
+            _started()
             yield
 
     app = FastAPI(lifespan=lifespan)
@@ -167,6 +178,7 @@ async def _bare(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
+                _started()
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
         return
@@ -229,17 +241,26 @@ def _tree_cpu(root: int) -> float:
 
 @contextlib.contextmanager
 def server(
-    system: str, workers: int, directory: str, counter: str, extra_env: dict[str, str] | None = None
+    system: str,
+    workers: int,
+    directory: str,
+    counter: str,
+    extra_env: dict[str, str] | None = None,
+    package: str | None = None,
 ) -> Iterator[tuple[str, int]]:
-    """A uvicorn server for ``system``; yields its base URL and stops it afterwards."""
+    """A uvicorn server for ``system``; yields its base URL and stops it afterwards.
+    ``package``: a directory whose ``shardcache`` is imported instead of the installed one."""
     port = _free_port()
+    path = [str(HERE), *([package] if package else []), os.environ.get("PYTHONPATH", "")]
+    started = tempfile.mkdtemp(prefix="asgi-bench-started-")
     env = {
         **os.environ,
         **(extra_env or {}),
         "ASGI_BENCH_SYSTEM": system,
         "ASGI_BENCH_COUNTER": counter,
+        "ASGI_BENCH_STARTED": started,
         "SHARDCACHE_DIR": directory,
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join(path),
     }
     command = [
         sys.executable, "-m", "uvicorn", "asgi_bench:make_app", "--factory",
@@ -250,8 +271,10 @@ def server(
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base, proc, timeout=30.0)
+        _wait_started(started, workers, proc, timeout=30.0)
         yield base, proc.pid
     finally:
+        shutil.rmtree(started, ignore_errors=True)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -264,7 +287,7 @@ def server(
 
 @contextlib.contextmanager
 def serve(
-    system: str, workers: int, directory: str, counter: str
+    system: str, workers: int, directory: str, counter: str, package: str | None = None
 ) -> Iterator[tuple[str, list[int]]]:
     """``server`` plus the peers that are not in-process: yields the base URL to load and the
     pids whose process trees do the serving (for the CPU figure)."""
@@ -289,7 +312,7 @@ def serve(
             with server(system, workers, directory, counter, env) as (base, pid):
                 yield base, [pid, redis._proc.pid]
     else:
-        with server(system, workers, directory, counter) as (base, pid):
+        with server(system, workers, directory, counter, package=package) as (base, pid):
             yield base, [pid]
 
 
@@ -306,6 +329,20 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes], *, timeout: float) -> 
                 return
         time.sleep(0.1)
     raise RuntimeError(f"{base} not ready after {timeout}s")
+
+
+def _wait_started(
+    directory: str, workers: int, proc: subprocess.Popen[bytes], *, timeout: float
+) -> None:
+    """Until every worker has finished its lifespan startup: with 4 workers the first one
+    answers while the others still import and open their caches, on the same 2 cores."""
+    deadline = time.monotonic() + timeout
+    while len(os.listdir(directory)) < workers:
+        if proc.poll() is not None:
+            raise RuntimeError(f"uvicorn exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(os.listdir(directory))} of {workers} workers started")
+        time.sleep(0.05)
 
 
 _LUA = """
@@ -444,36 +481,70 @@ RATIOS = [
 ]
 
 
-def measure(workers: int, seconds: float, connections: int, reps: int) -> dict[str, Any]:
+Run = tuple[str, str, str, "str | None"]  # (label, system, URL prefix, package directory)
+Cold = tuple[str, str, "str | None"]  # (label, system, package directory)
+BASELINE = "@baseline"
+
+
+def plan(systems: str | None, baseline: str | None) -> tuple[list[Run], list[Cold]]:
+    """The runs and cold-URL tests chosen by ``--systems`` (all by default), each shardcache
+    one twice with ``--baseline`` (the second on the baseline package)."""
+    chosen = None if systems is None else set(systems.split(","))
+    known = {label for label, _, _ in RUNS} | {label for label, _ in COLD}
+    if chosen is not None and not chosen <= known:
+        raise SystemExit(f"--systems: unknown {sorted(chosen - known)}; known: {sorted(known)}")
+    runs: list[Run] = []
+    for label, system, prefix in RUNS:
+        if chosen is None or label in chosen:
+            runs.append((label, system, prefix, None))
+            if baseline and system.startswith("shardcache"):
+                runs.append((label + BASELINE, system, prefix, baseline))
+    cold: list[Cold] = []
+    for label, system in COLD:
+        if chosen is None or label in chosen:
+            cold.append((label, system, None))
+            if baseline and system.startswith("shardcache"):
+                cold.append((label + BASELINE, system, baseline))
+    return runs, cold
+
+
+def measure(
+    workers: int, seconds: float, connections: int, reps: int, runs: list[Run], cold: list[Cold]
+) -> dict[str, Any]:
     """Every system ``reps`` times, interleaved, so that a slow spell hits all of them."""
     rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="asgi-bench-") as tmp:
         for rep in range(reps):
             results: dict[str, Any] = {}
-            for label, system, prefix in RUNS:
+            for label, system, prefix, package in runs:
                 directory = os.path.join(tmp, f"cache-{label}-{rep}")
                 counter = os.path.join(tmp, f"count-{label}-{rep}")
-                with serve(system, workers, directory, counter) as (base, pids):
-                    if label in WARM:
+                with serve(system, workers, directory, counter, package) as (base, pids):
+                    if label.removesuffix(BASELINE) in WARM:
                         load(base, prefix, 1, connections)  # warm every URL in every worker
                     cpu = sum(_tree_cpu(pid) for pid in pids)
                     rps, p99, count = load(base, prefix, seconds, connections)
                     cpu_us = (sum(_tree_cpu(pid) for pid in pids) - cpu) / max(count, 1) * 1e6
                 results[label] = {"rps": rps, "p99_ms": p99, "cpu_us": cpu_us}
                 print(
-                    f"  workers={workers} rep={rep} {label:<24} {rps:>9.0f} req/s  p99 {p99:7.1f} ms"
+                    f"  workers={workers} rep={rep} {label:<33} {rps:>9.0f} req/s  p99 {p99:7.1f} ms"
                     f"  server CPU {cpu_us:6.1f} us/req",
                     file=sys.stderr,
                 )
-            for label, system in COLD:
+            for label, system, package in cold:
                 directory = os.path.join(tmp, f"cache-{label}-{rep}")
                 counter = os.path.join(tmp, f"count-{label}-{rep}")
-                with serve(system, workers, directory, counter) as (base, _):
+                with serve(system, workers, directory, counter, package) as (base, _):
                     wall, seen = asyncio.run(_burst(base, "/cold/1", 200))
-                runs = os.path.getsize(counter) if os.path.exists(counter) else 0
-                results[label] = {"body_runs": runs, "wall_ms": wall * 1e3, "x_cache": sorted(seen)}
+                body_runs = os.path.getsize(counter) if os.path.exists(counter) else 0
+                results[label] = {
+                    "body_runs": body_runs,
+                    "wall_ms": wall * 1e3,
+                    "x_cache": sorted(seen),
+                }
                 print(
-                    f"  workers={workers} rep={rep} {label:<26} body ran {runs} times, {wall * 1e3:.0f} ms",
+                    f"  workers={workers} rep={rep} {label:<33} body ran {body_runs} times,"
+                    f" {wall * 1e3:.0f} ms",
                     file=sys.stderr,
                 )
             rounds.append(results)
@@ -486,7 +557,20 @@ def _median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
-def report(all_results: dict[int, dict[str, Any]]) -> None:
+def _ratios(labels: set[str]) -> list[tuple[str, str, str, str, str]]:
+    """The RATIOS whose systems ran, each also on the baseline package when it ran."""
+    chosen = []
+    for name, num, den, field, target in RATIOS:
+        if num in labels and den in labels:
+            chosen.append((name, num, den, field, target))
+            base_num = num + BASELINE if num + BASELINE in labels else num
+            base_den = den + BASELINE if den + BASELINE in labels else den
+            if (base_num, base_den) != (num, den):
+                chosen.append((name + " [baseline]", base_num, base_den, field, target))
+    return chosen
+
+
+def report(all_results: dict[int, dict[str, Any]], runs: list[Run], cold: list[Cold]) -> None:
     reps = len(next(iter(all_results.values()))["rounds"])
     print(
         f"\nCacheMiddleware under load: wrk -t2 -c64 on 127.0.0.1, medians of {reps} interleaved rounds\n"
@@ -494,9 +578,9 @@ def report(all_results: dict[int, dict[str, Any]]) -> None:
     columns = "".join(
         f"{f'req/s {w}w':>12}{f'p99 ms {w}w':>12}{f'CPU us {w}w':>12}" for w in all_results
     )
-    print(f"{'system':<26}{columns}")
-    for label, _, _ in RUNS:
-        row = f"{label:<26}"
+    print(f"{'system':<35}{columns}")
+    for label, _, _, _ in runs:
+        row = f"{label:<35}"
         for results in all_results.values():
             rounds = results["rounds"]
             row += f"{_median([r[label]['rps'] for r in rounds]):>12.0f}"
@@ -505,21 +589,22 @@ def report(all_results: dict[int, dict[str, Any]]) -> None:
         print(row)
     print("(CPU us: server CPU time per request, every worker process counted)")
     print("\nratios (each taken inside one round, then the median):")
-    print(f"{'':<40}" + "".join(f"{f'{w} worker(s)':>14}" for w in all_results) + "   target")
-    for name, num, den, field, target in RATIOS:
-        row = f"  {name:<38}"
+    print(f"{'':<49}" + "".join(f"{f'{w} worker(s)':>14}" for w in all_results) + "   target")
+    labels = {label for label, _, _, _ in runs} | {label for label, _, _ in cold}
+    for name, num, den, field, target in _ratios(labels):
+        row = f"  {name:<47}"
         for results in all_results.values():
             ratio = _median([r[num][field] / r[den][field] for r in results["rounds"]])
             row += f"{ratio:>13.2f}x"
         print(row + f"   {target}")
     print()
     for workers, results in all_results.items():
-        for label, _ in COLD:
-            runs = [r[label]["body_runs"] for r in results["rounds"]]
+        for label, _, _ in cold:
+            body_runs = [r[label]["body_runs"] for r in results["rounds"]]
             wall = _median([r[label]["wall_ms"] for r in results["rounds"]])
             print(
-                f"  {workers} worker(s) {label:<26} 200 concurrent requests to one cold URL: "
-                f"body ran {runs} time(s), median wall {wall:.0f} ms"
+                f"  {workers} worker(s) {label:<35} 200 concurrent requests to one cold URL: "
+                f"body ran {body_runs} time(s), median wall {wall:.0f} ms"
             )
 
 
@@ -530,19 +615,29 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--reps", type=int, default=3, help="interleaved rounds (medians)")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--systems", help="comma-separated labels to run (default: all)")
+    parser.add_argument(
+        "--baseline", help="a directory holding another shardcache package, run side by side"
+    )
     parser.add_argument("--_load", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._load:
         base, prefix, seconds, connections = args._load
         asyncio.run(_python_load(base, prefix, float(seconds), int(connections)))
         return
+    baseline = None
+    if args.baseline:
+        baseline = str(Path(args.baseline).resolve())
+        if not (Path(baseline) / "shardcache" / "__init__.py").is_file():
+            raise SystemExit(f"--baseline {args.baseline}: no shardcache package in it")
+    runs, cold = plan(args.systems, baseline)
     if not shutil.which("wrk"):
         print("wrk not found: using the asyncio load generator (slower than wrk)", file=sys.stderr)
     all_results = {
-        int(w): measure(int(w), args.seconds, args.connections, args.reps)
+        int(w): measure(int(w), args.seconds, args.connections, args.reps, runs, cold)
         for w in args.workers.split(",")
     }
-    report(all_results)
+    report(all_results, runs, cold)
     if args.json:
         Path(args.json).write_text(json.dumps(all_results, indent=2))
 

@@ -49,7 +49,7 @@ class Routing:
         self._policy = policy
         self._rules = rules
         self._key_function = key_function
-        self._keys: dict[tuple[str, str, bytes, bytes], str | None] = {}
+        self._keys: dict[tuple[str, bytes | str, bytes, bytes], str | None] = {}
         self._policies: dict[str, CachePolicy | None] = {}
 
     def policy(self, path: str) -> CachePolicy | None:
@@ -72,9 +72,18 @@ class Routing:
     def primary_key(self, scope: Scope) -> str | None:
         """``GET`` + scheme + host + path + query, or the key function's; ``None``: do not
         cache (the key function said so, or the host or path cannot be part of a URL)."""
-        host = request_host(scope)
-        if host is None:
-            return None
+        # The Host field's bytes as the memo's: decoding them is left to a memo miss (this
+        # runs on every request, hit-for-pass ones included). Any other way to the host
+        # gives a str, which never equals a bytes part of the memo key.
+        host: bytes | str | None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+                break
+        else:
+            host = request_host(scope)
+            if host is None:
+                return None
         scheme: str = scope["scheme"]
         path = raw_path(scope)
         query: bytes = scope.get("query_string", b"")
@@ -83,7 +92,8 @@ class Routing:
             key = self._keys[memo]
         except KeyError:
             try:
-                key = primary_key_asgi("GET", scheme, host, path, query)
+                text = host if isinstance(host, str) else host.decode("latin-1")
+                key = primary_key_asgi("GET", scheme, text, path, query)
             except ValueError:
                 key = None
             if len(self._keys) >= MEMO_SIZE:

@@ -20,6 +20,8 @@ It is a shared cache with the rules of RFC 9111, written once in :mod:`shardcach
                        └ nothing, or stale ─────────────▶ single_flight(P): ONE request per
                                                           key reaches the app, in this
                                                           process and across processes
+    a plain request for a key this process knows as "pass" ─▶ the app, nothing read
+    (``_asgi_pass``: the cache is read again after a second)
     other methods ──▶ the app; a 2xx/3xx answer to an unsafe one drops the URL (§4.4)
 
 The storage layout is the one :mod:`shardcache._http` describes: the primary key ``P``
@@ -32,8 +34,9 @@ Fail open: a cache that fails (closed, disk full, corrupt) never fails a request
 request goes to the app and the failure is logged once per cause.
 
 Private helpers, one concept each: ``_asgi_exchange`` (one trip to the app: buffer, store,
-answer), ``_asgi_lookup`` (keys, rules, the per-entry HIT plans), ``_asgi_refresh``
-(stale-while-revalidate in the background), ``_asgi_fastapi`` (:func:`cache_for`).
+answer), ``_asgi_lookup`` (keys, rules, the per-entry HIT plans), ``_asgi_pass``
+(hit-for-pass remembered in the process), ``_asgi_refresh`` (stale-while-revalidate in the
+background), ``_asgi_fastapi`` (:func:`cache_for`).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from ._asgi_exchange import (
 )
 from ._asgi_fastapi import cache_for
 from ._asgi_lookup import MEMO_SIZE, HitPlans, KeyFunction, Routing
+from ._asgi_pass import PassMemo, Renewal
 from ._asgi_refresh import Refresher
 from ._errors import ConfigurationError
 from ._http import (
@@ -203,7 +207,7 @@ class CacheMiddleware:
             () if name is None else ((name, b"MISS"),)
         )
         self._plans = HitPlans(self._hit)
-        self._probes: dict[str, float] = {}
+        self._passing = PassMemo(interval=_PROBE_INTERVAL, horizon=pass_ttl, limit=MEMO_SIZE)
         self._refresher = Refresher(self, lock_timeout)
 
     @staticmethod
@@ -240,6 +244,10 @@ class CacheMiddleware:
             await self._pass(scope, receive, send)
             return
         headers = scope["headers"]
+        if self._passing.passing(key) and plain_request(headers):
+            # Hit-for-pass, known in this process: not even a cache read (_asgi_pass).
+            await self._pass(scope, receive, send)
+            return
         try:
             found = await self.cache.get(key, type=_SLOT)
             found_key = key
@@ -263,7 +271,7 @@ class CacheMiddleware:
         if type(found) is str and plain_request(headers):
             # A "pass" URL, and a request the rules decide by its method alone: no
             # decide_request on the path of every request to an uncacheable endpoint.
-            if method == "GET" and found != TOO_LARGE and self._probe_due(key):
+            if method == "GET" and self._passing.probe_due(key) and found != TOO_LARGE:
                 await self.fetch(scope, receive, send, key, policy, store=True)
             else:
                 await self._pass(scope, receive, send)
@@ -276,6 +284,7 @@ class CacheMiddleware:
                 await self.fetch(scope, receive, send, key, policy, store=request.store)
             return
         coalesce = True
+        mark = found is None  # a marker where nothing is stored, if the response says so
         if type(found) is StoredResponse:
             now = time.time()
             verdict = decide_reuse(found, method, headers, policy, now=now).reuse
@@ -291,13 +300,19 @@ class CacheMiddleware:
         elif found is not None:  # a hit-for-pass marker
             if request.only_if_cached:
                 await self._gateway_timeout(send)
-            elif request.store and found != TOO_LARGE and self._probe_due(key):
+            elif request.store and self._passing.probe_due(key) and found != TOO_LARGE:
                 # Hit-for-miss, once a second: a response that became storable replaces
                 # the marker, and a stray request cannot keep a URL uncached.
                 await self.fetch(scope, receive, send, key, policy, store=True)
             else:  # hit-for-pass: straight to the app, side by side
                 await self._pass(scope, receive, send)
             return
+        elif request.store and (renewal := self._passing.renewal(key)) is not Renewal.MISS:
+            # Its response was not storable a moment ago (its marker is being written, or
+            # just expired): this request asks the app without a lease, and marks the URL
+            # again if it is its turn; a storable response is stored as usual.
+            coalesce = False
+            mark = renewal is Renewal.MARK
         else:
             # Nothing known about this URL: a request with credentials would most likely
             # get a response it cannot share, so it does not make others wait for it.
@@ -307,18 +322,7 @@ class CacheMiddleware:
         elif coalesce and request.store:
             await self._coalesced(scope, receive, send, key, found_key, policy)
         else:
-            mark = found is None  # a marker where nothing is stored, if the response says so
             await self.fetch(scope, receive, send, key, policy, store=request.store, mark=mark)
-
-    def _probe_due(self, key: str) -> bool:
-        """True at most once per ``_PROBE_INTERVAL`` per key (in this process)."""
-        now = time.monotonic()
-        if now - self._probes.get(key, -_PROBE_INTERVAL) < _PROBE_INTERVAL:
-            return False
-        if len(self._probes) >= MEMO_SIZE:
-            self._probes.clear()
-        self._probes[key] = now
-        return True
 
     async def _lookup(self, key: str, headers: Any) -> tuple[Any, str]:
         """What the cache holds for this request, and the key it holds it under."""
@@ -376,7 +380,9 @@ class CacheMiddleware:
         """One trip to the app, storing its response when allowed; no waiting on others."""
         exchange = Exchange(self, scope, send, key=key, policy=policy, store=store)
         await exchange.run(receive)
-        if mark and exchange.pass_reason is not None:
+        if exchange.stored is not None:
+            self._passing.forget(key)  # hit-for-miss found it storable: serve it from now on
+        elif mark and exchange.pass_reason is not None:
             await self._mark_pass(key, exchange.pass_reason)
         return exchange
 
@@ -393,14 +399,23 @@ class CacheMiddleware:
         method: str = scope["method"]
         headers = scope["headers"]
         started = False
+        marking: asyncio.Task[None] | None = None  # this request's marker write, if its turn
 
         def lookup() -> Awaitable[Any]:
             return self.lookup_usable(key, method, headers, policy)
 
         async def produce() -> tuple[Any, bool]:
-            nonlocal started
+            nonlocal started, marking
             started = True
-            exchange = await self.fetch(scope, receive, send, key, policy, store=True, mark=True)
+            exchange = await self.fetch(scope, receive, send, key, policy, store=True)
+            # One request per URL writes the marker (the first to find the response not
+            # storable, usually the leader); from now on, requests that find nothing stored
+            # yet do not queue behind a lease (_asgi_pass). The write is queued, not awaited
+            # here: it commits with the lease release instead of before it, so the requests
+            # waiting in this process are not held for it as well, and those polling from
+            # other processes find it as soon as the lease is free.
+            if exchange.pass_reason is not None and self._passing.marking(key):
+                marking = asyncio.ensure_future(self._mark_pass(key, exchange.pass_reason))
             return exchange.stored, exchange.stored is not None
 
         try:
@@ -413,6 +428,9 @@ class CacheMiddleware:
             _warn_once("lease", exc, self.cache)
             await self._pass(scope, receive, send)
             return
+        finally:
+            if marking is not None:
+                await marking  # owned by this request; bounded by lock_timeout, never raises
         if produced:
             return
         if type(result) is StoredResponse:
@@ -420,9 +438,11 @@ class CacheMiddleware:
             if decide_reuse(result, method, headers, policy, now=now).reuse is Reuse.FRESH:
                 await self._serve(send, result, method, headers, now)
                 return
-        elif result == TOO_LARGE:
-            await self._pass(scope, receive, send)
-            return
+        elif type(result) is str:  # another process marked it: pass from now on, here too
+            self._passing.note(key)
+            if result == TOO_LARGE:
+                await self._pass(scope, receive, send)
+                return
         # Another variant, or a response this request may not share: ask the app.
         await self.fetch(scope, receive, send, key, policy, store=True)
 
@@ -464,6 +484,9 @@ class CacheMiddleware:
     async def _mark_pass(self, key: str, reason: str) -> None:
         # Hit-for-pass: only where nothing live is stored, so that it never hides a
         # response (a request cannot use it to evict a good entry).
+        # The next GET reads it back and probes the app (hit-for-miss) before this process
+        # passes without reading (_asgi_pass).
+        self._passing.marked(key)
         if self._pass_ttl > 0:
             await self._write("write", self.cache.add(key, reason, ttl=self._pass_ttl))
 
@@ -486,6 +509,7 @@ class CacheMiddleware:
 
     async def _invalidate(self, scope: Scope, method: str, status: int, headers: Any) -> None:
         for key in self._routing.invalidated(scope, method, status, headers):
+            self._passing.forget(key)  # other processes notice within _PROBE_INTERVAL
             # The entry (or the Vary list, or a pass marker), then its variants.
             await self._write("invalidation", self.cache.delete(key))
             await self._write("invalidation", self.cache.evict(key))

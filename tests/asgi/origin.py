@@ -4,6 +4,9 @@
 callable building one from the scope), counts the calls per path, keeps the scopes it saw
 and tracks how many requests are inside it at once. No framework: the middleware's core
 is pure ASGI, so the origin is too.
+
+:class:`BackendProxy` is a :class:`~shardcache.CacheBackend` passing every operation to a
+real cache through one method, for backends that count, fail or hold operations.
 """
 
 from __future__ import annotations
@@ -142,3 +145,48 @@ async def lifespan(app: Any, timeout: float = 10.0) -> AsyncIterator[None]:
         message = await asyncio.wait_for(outbox.get(), timeout)
         assert message["type"] == "lifespan.shutdown.complete", message
         await asyncio.wait_for(task, timeout)
+
+
+class BackendProxy:
+    """A CacheBackend forwarding each Protocol operation to ``inner`` through :meth:`call`;
+    subclasses override ``call`` to count, fail or hold operations."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return await getattr(self.inner, name)(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # what is not an operation: the inner cache's
+        return getattr(self.inner, name)
+
+    # The Protocol's methods, so that isinstance(..., CacheBackend) holds.
+    async def get(self, *a: Any, **k: Any) -> Any:
+        return await self.call("get", *a, **k)
+
+    async def set(self, *a: Any, **k: Any) -> Any:
+        return await self.call("set", *a, **k)
+
+    async def add(self, *a: Any, **k: Any) -> Any:
+        return await self.call("add", *a, **k)
+
+    async def delete(self, *a: Any, **k: Any) -> Any:
+        return await self.call("delete", *a, **k)
+
+    async def evict(self, *a: Any, **k: Any) -> Any:
+        return await self.call("evict", *a, **k)
+
+    async def get_or_set(self, *a: Any, **k: Any) -> Any:
+        return await self.call("get_or_set", *a, **k)
+
+    async def get_entry(self, *a: Any, **k: Any) -> Any:
+        return await self.call("get_entry", *a, **k)
+
+    async def acquire_lease(self, *a: Any, **k: Any) -> Any:
+        return await self.call("acquire_lease", *a, **k)
+
+    async def release_lease(self, *a: Any, **k: Any) -> Any:
+        return await self.call("release_lease", *a, **k)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

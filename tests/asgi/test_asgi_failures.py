@@ -10,65 +10,29 @@ import pytest
 
 from shardcache import AsyncCache, CacheBackend, CacheError
 
-from .origin import Origin, Reply, cached
+from .origin import BackendProxy, Origin, Reply, cached
 
 pytestmark = pytest.mark.asyncio
 
 PUBLIC = "Cache-Control: public, max-age=60"
 
 
-class Broken:
+class Broken(BackendProxy):
     """A CacheBackend whose named operations fail (or hang); the others use ``inner``."""
 
     def __init__(self, inner: AsyncCache, failing: set[str], *, error: Exception | None = None,
                  hang: bool = False) -> None:  # fmt: skip
-        self.inner = inner
+        super().__init__(inner)
         self.failing = failing
         self.error = error or OSError("disk on fire")
         self.hang = hang
 
-    def __getattr__(self, name: str) -> Any:
-        operation = getattr(self.inner, name)
+    async def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         if name not in self.failing:
-            return operation
-
-        async def fail(*args: Any, **kwargs: Any) -> Any:
-            if self.hang:
-                await asyncio.Event().wait()
-            raise self.error
-
-        return fail
-
-    # The Protocol's methods, so that isinstance(..., CacheBackend) holds.
-    async def get(self, *a: Any, **k: Any) -> Any:
-        return await self.__getattr__("get")(*a, **k)
-
-    async def set(self, *a: Any, **k: Any) -> Any:
-        return await self.__getattr__("set")(*a, **k)
-
-    async def add(self, *a: Any, **k: Any) -> Any:
-        return await self.__getattr__("add")(*a, **k)
-
-    async def delete(self, *a: Any, **k: Any) -> Any:
-        return await self.__getattr__("delete")(*a, **k)
-
-    async def evict(self, *a: Any, **k: Any) -> Any:
-        return await self.__getattr__("evict")(*a, **k)
-
-    async def get_or_set(self, *a: Any, **k: Any) -> Any:
-        return await self.__getattr__("get_or_set")(*a, **k)
-
-    async def get_entry(self, *a: Any, **k: Any) -> Any:
-        return await self.__getattr__("get_entry")(*a, **k)
-
-    async def acquire_lease(self, *a: Any, **k: Any) -> Any:
-        return await self.__getattr__("acquire_lease")(*a, **k)
-
-    async def release_lease(self, *a: Any, **k: Any) -> Any:
-        return await self.__getattr__("release_lease")(*a, **k)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+            return await super().call(name, *args, **kwargs)
+        if self.hang:
+            await asyncio.Event().wait()
+        raise self.error
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
