@@ -456,30 +456,41 @@ async def single_flight(
     deadline = loop.time() + lock_timeout
     while True:
         leader = _single.get(fkey)
-        if leader is None or leader.done():
+        if leader is None or (
+            leader.done() and (leader.cancelled() or leader.exception() is not None)
+        ):
             break
-        _note_wait(backend)
-        done, _ = await asyncio.wait((leader,), timeout=max(deadline - loop.time(), 0.0))
-        if not done:
-            return (await produce())[0], True  # nobody waits past lock_timeout
-        if leader.cancelled() or leader.exception() is not None:
-            continue  # the leader failed: the next loop makes one of us the leader
+        if not leader.done():
+            _note_wait(backend)
+            done, _ = await asyncio.wait((leader,), timeout=max(deadline - loop.time(), 0.0))
+            if not done:
+                return (await produce())[0], True  # nobody waits past lock_timeout
+            if leader.cancelled() or leader.exception() is not None:
+                continue  # the leader failed: the next loop makes one of us the leader
+        # A leader's result is published before its lease release commits (see
+        # _lead_single): until then a newcomer takes it like the waiters did.
         result, shared = leader.result()
         if shared:
             return result, False
         return (await produce())[0], True  # not for sharing: go to the source ourselves
     future: asyncio.Future[tuple[Any, bool]] = loop.create_future()
     _single[fkey] = future
+
+    def publish(result: Any, shared: bool) -> None:
+        if not future.done():
+            future.set_result((result, shared))
+
     try:
         result, shared, produced = await _lead_single(
-            backend, key, kb, lookup, produce, deadline, lock_timeout
+            backend, key, kb, lookup, produce, deadline, lock_timeout, publish
         )
     except BaseException:
-        future.set_exception(_Retry())
-        future.exception()  # retrieved: no "never retrieved" warning without waiters
+        if not future.done():
+            future.set_exception(_Retry())
+            future.exception()  # retrieved: no "never retrieved" warning without waiters
         raise
     else:
-        future.set_result((result, shared))
+        publish(result, shared)
         return result, produced
     finally:
         if _single.get(fkey) is future:
@@ -494,8 +505,15 @@ async def _lead_single(
     produce: Callable[[], Awaitable[tuple[Any, bool]]],
     deadline: float,
     lock_timeout: float,
+    publish: Callable[[Any, bool], None],
 ) -> tuple[Any, bool, bool]:
-    """The cross-process part of :func:`single_flight`: (result, shared, produced here)."""
+    """The cross-process part of :func:`single_flight`: (result, shared, produced here).
+
+    ``publish`` hands the result to this process's waiters as soon as it is known, before
+    the lease release commits: under load a write waits for the writer thread's batch (tens
+    of ms in a busy process), and the waiters of a response that is not shareable would
+    otherwise wait that long too before they go to the source themselves.
+    """
     job = _Job(backend, key, kb, produce, DEFAULT, None, 0, lock_timeout, None, True, None)
     owner = f"{_OWNER_PREFIX}-{uuid.uuid4().hex[:12]}"
     loop = asyncio.get_running_loop()
@@ -511,8 +529,10 @@ async def _lead_single(
             try:
                 found = await lookup()  # another process may have stored it meanwhile
                 if found is not None:
+                    publish(found, True)
                     return found, True, False
                 result, shared = await produce()
+                publish(result, shared)
                 return result, shared, True
             finally:
                 await _release(job, owner)
