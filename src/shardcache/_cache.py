@@ -468,8 +468,7 @@ class AsyncCache:
     def _peek(self, key: Any, default: Any, type: Any) -> Any:
         """``get`` without an await, or ``NOT_NOW`` when it needs one (not open yet, reads
         sent to a thread, a value file)."""
-        kb = encode_key(key)
-        return self._peek_at(kb, _crc32(kb) % self._n, default, type)
+        return self._peek_at(*self._locate(key), default, type)
 
     def _locate(self, key: Any) -> tuple[bytes, int]:
         """The encoded key and the shard index that ``_peek_at`` takes. Both are fixed for
