@@ -15,6 +15,13 @@ written to the cache first, then the client gets it (a ``304`` when its
 ``If-None-Match`` matches): a client that got a MISS and asks another worker next gets a
 HIT, and the stampede lease is released only once the entry can be read.
 
+A stale entry with a validator (``ETag``, ``Last-Modified``) is revalidated: the app gets
+the request with ``conditional_headers(stale)`` in place of the client's own preconditions,
+and a ``304`` from it freshens the stored response (RFC 9111 §4.3.3-4.3.4) instead of
+reaching the client: the client gets the stored body (or its own ``304``), and the app
+skipped rendering it. A ``304`` that names another representation makes the middleware
+ask again without preconditions (``refetch``).
+
 When the response is not storable for a reason that lies in the response itself
 (``no-store``, ``private``, ``Set-Cookie``, a status, a body too large...), the exchange
 records it (``pass_reason``): the middleware then remembers the URL as "pass" for a
@@ -32,10 +39,13 @@ from ._http import (
     CachePolicy,
     StoredResponse,
     build_stored_response,
+    conditional_headers,
     decide_store,
     first_header,
+    freshen,
     not_modified,
     not_modified_headers,
+    serve_headers,
     storage_ttl,
     unconditional_headers,
     with_etag,
@@ -68,7 +78,7 @@ _NO_CONTENT: Final = frozenset({204, 304})
 # URL's response is shareable and waits for the one refresh instead of stampeding.
 KEEP_STALE: Final = 30.0
 
-_WAIT, _BUFFER, _PASS = 0, 1, 2
+_WAIT, _BUFFER, _PASS, _REVALIDATED = 0, 1, 2, 3
 
 
 class Exchange:
@@ -87,12 +97,14 @@ class Exchange:
         "middleware",
         "pass_reason",
         "policy",
+        "refetch",
         "request_headers",
         "request_time",
         "response_time",
         "scope",
         "send_downstream",
         "size",
+        "stale",
         "start",
         "state",
         "status",
@@ -109,6 +121,7 @@ class Exchange:
         key: str,
         policy: CachePolicy,
         store: bool,
+        stale: StoredResponse | None = None,
     ) -> None:
         self.middleware = middleware
         self.scope = scope
@@ -128,6 +141,9 @@ class Exchange:
         self.start: Message = {}
         self.request_time = 0.0
         self.response_time = 0.0
+        # The stale entry this request validates with the app, when it has a validator.
+        self.stale = stale if stale is not None and conditional_headers(stale) else None
+        self.refetch = False  # the app's 304 named another representation: ask again
 
     async def run(self, receive: Receive) -> None:
         """Call the app; on return the response has been sent (and stored, if it may be)."""
@@ -136,7 +152,16 @@ class Exchange:
         # this request's own lease. The scope is this request's own: marked in place.
         scope = self.scope
         scope[LAYER] = self.middleware.cache
-        if self.store and _has_validators(self.request_headers):
+        if self.stale is not None:
+            # The cache's validators replace the client's: the app's 304 then answers for
+            # the stored copy, which the client gets in full or as its own 304. A copy of
+            # the scope: a refetch after a contradicting 304 starts from the client's.
+            scope = self.scope = {**scope}
+            scope["headers"] = [
+                *unconditional_headers(self.request_headers),
+                *conditional_headers(self.stale),
+            ]
+        elif self.store and _has_validators(self.request_headers):
             # The client's validators describe its own copy: ask for a complete response
             # and evaluate If-None-Match here (RFC 9111 §4.3.2). self.request_headers
             # keeps the client's fields for that.
@@ -146,12 +171,17 @@ class Exchange:
         if self.state == _BUFFER:
             # The app returned mid-body: hand on what it sent, as if we were not here.
             await self._flush(more_body=True)
+        elif self.state == _REVALIDATED:
+            await self._revalidated()  # the app returned without ending its 304's body
 
     # -- the app's send --------------------------------------------------------------
     async def send(self, message: Message) -> None:
         state = self.state
         if state == _PASS:
             await self.send_downstream(message)
+        elif state == _REVALIDATED:
+            if message["type"] == BODY and not message.get("more_body", False):
+                await self._revalidated()
         elif state == _BUFFER:
             if message["type"] != BODY:  # a zero-copy send, trailers...: not cached
                 await self._flush(more_body=True)
@@ -177,6 +207,9 @@ class Exchange:
         self.start = message
         self.status = status = message["status"]
         self.headers = headers = [(name, value) for name, value in message.get("headers", ())]
+        if status == 304 and self.stale is not None:
+            self.state = _REVALIDATED  # the stored body answers; this 304 has none
+            return
         if self.store and not message.get("trailers", False):
             # The response alone first: request fields only ever add refusals (no-store,
             # Authorization, Cookie), so a refusal here is the URL's, not this request's,
@@ -258,6 +291,41 @@ class Exchange:
                 {"type": START, "status": status, "headers": [*headers, *middleware.miss_header]}
             )
             await self.send_downstream({"type": BODY, "body": body})
+
+    async def _revalidated(self) -> None:
+        """The app answered the cache's validators with a 304: freshen, store, answer."""
+        self.state = _PASS
+        stale = self.stale
+        assert stale is not None
+        middleware = self.middleware
+        fresh = freshen(
+            stale,
+            self.headers,
+            request_time=self.request_time,
+            response_time=self.response_time,
+            policy=self.policy,
+        )
+        if fresh is None:
+            self.refetch = True  # the middleware asks again, without preconditions
+            return
+        ttl = storage_ttl(fresh, self.policy, now=self.response_time, revalidate=False)
+        # The entry is a GET response, whichever method validated it (a HEAD may, §4.3.5).
+        decision = decide_store(
+            "GET", self.request_headers, fresh.status, fresh.headers, self.policy
+        )
+        if decision.store and (ttl is None or ttl > 0):
+            self.stored = fresh
+            await middleware.store(self.key, fresh, None if ttl is None else ttl + KEEP_STALE)
+        if not_modified(self.request_headers, fresh):
+            headers = not_modified_headers(fresh, now=self.response_time)
+            status, body = 304, b""
+        else:
+            headers = serve_headers(fresh, now=self.response_time)
+            status, body = fresh.status, fresh.body if self.method == "GET" else b""
+        await self.send_downstream(
+            {"type": START, "status": status, "headers": [*headers, *middleware.miss_header]}
+        )
+        await self.send_downstream({"type": BODY, "body": body})
 
     def _not_storable(self, reason: str) -> None:
         if self.status not in _REQUEST_DETERMINED:

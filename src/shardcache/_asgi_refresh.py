@@ -15,7 +15,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from ._asgi_exchange import Message, Receive, Scope
-from ._http import CachePolicy
+from ._http import CachePolicy, StoredResponse
 from ._stampede import single_flight
 
 if TYPE_CHECKING:
@@ -34,17 +34,27 @@ class Refresher:
         self._lock_timeout = lock_timeout
         self._running: dict[str, asyncio.Task[None]] = {}
 
-    def start(self, scope: Scope, key: str, flight_key: str, policy: CachePolicy) -> None:
-        """Refresh ``flight_key`` in the background, unless that is already under way."""
+    def start(
+        self, scope: Scope, key: str, flight_key: str, policy: CachePolicy, stale: StoredResponse
+    ) -> None:
+        """Refresh ``flight_key`` in the background, unless that is already under way; the
+        app is asked with ``stale``'s validators, so a 304 is enough."""
         if flight_key in self._running:
             return
         task = asyncio.get_running_loop().create_task(
-            self._refresh(dict(scope), key, flight_key, policy)
+            self._refresh(dict(scope), key, flight_key, policy, stale)
         )
         self._running[flight_key] = task
         task.add_done_callback(lambda _: self._running.pop(flight_key, None))
 
-    async def _refresh(self, scope: Scope, key: str, flight_key: str, policy: CachePolicy) -> None:
+    async def _refresh(
+        self,
+        scope: Scope,
+        key: str,
+        flight_key: str,
+        policy: CachePolicy,
+        stale: StoredResponse,
+    ) -> None:
         middleware = self._middleware
         requested = False
 
@@ -63,7 +73,9 @@ class Refresher:
             return middleware.lookup_usable(key, "GET", scope["headers"], policy)
 
         async def produce() -> tuple[Any, bool]:
-            exchange = await middleware.fetch(scope, receive, discard, key, policy, store=True)
+            exchange = await middleware.fetch(
+                scope, receive, discard, key, policy, store=True, stale=stale
+            )
             return exchange.stored, exchange.stored is not None
 
         try:

@@ -285,6 +285,7 @@ class CacheMiddleware:
             return
         coalesce = True
         mark = found is None  # a marker where nothing is stored, if the response says so
+        stale: StoredResponse | None = None  # an entry to revalidate with the app
         if type(found) is StoredResponse:
             now = time.time()
             verdict = decide_reuse(found, method, headers, policy, now=now).reuse
@@ -294,9 +295,11 @@ class CacheMiddleware:
             if verdict is Reuse.STALE_OK:
                 await self._serve(send, found, method, headers, now)
                 if request.store:
-                    self._refresher.start(scope, key, found_key, policy)
+                    self._refresher.start(scope, key, found_key, policy, found)
                 return
             coalesce = verdict is Reuse.REVALIDATE  # NO: this request cannot share it
+            if coalesce:
+                stale = found
         elif found is not None:  # a hit-for-pass marker
             if request.only_if_cached:
                 await self._gateway_timeout(send)
@@ -320,9 +323,11 @@ class CacheMiddleware:
         if request.only_if_cached:
             await self._gateway_timeout(send)  # RFC 9111 §5.2.1.7
         elif coalesce and request.store:
-            await self._coalesced(scope, receive, send, key, found_key, policy)
+            await self._coalesced(scope, receive, send, key, found_key, policy, stale)
         else:
-            await self.fetch(scope, receive, send, key, policy, store=request.store, mark=mark)
+            await self.fetch(
+                scope, receive, send, key, policy, store=request.store, mark=mark, stale=stale
+            )
 
     async def _lookup(self, key: str, headers: Any) -> tuple[Any, str]:
         """What the cache holds for this request, and the key it holds it under."""
@@ -376,10 +381,19 @@ class CacheMiddleware:
         *,
         store: bool,
         mark: bool = False,
+        stale: StoredResponse | None = None,
     ) -> Exchange:
-        """One trip to the app, storing its response when allowed; no waiting on others."""
-        exchange = Exchange(self, scope, send, key=key, policy=policy, store=store)
+        """One trip to the app, storing its response when allowed; no waiting on others.
+
+        With ``stale`` (an entry that needs revalidation), the trip is a conditional
+        request; if the app's 304 names another representation, a second, unconditional
+        one follows (RFC 9111 §4.3.4).
+        """
+        exchange = Exchange(self, scope, send, key=key, policy=policy, store=store, stale=stale)
         await exchange.run(receive)
+        if exchange.refetch:
+            exchange = Exchange(self, scope, send, key=key, policy=policy, store=store)
+            await exchange.run(_replayed_end)
         if exchange.stored is not None:
             self._passing.forget(key)  # hit-for-miss found it storable: serve it from now on
         elif mark and exchange.pass_reason is not None:
@@ -394,8 +408,10 @@ class CacheMiddleware:
         key: str,
         flight_key: str,
         policy: CachePolicy,
+        stale: StoredResponse | None = None,
     ) -> None:
-        """A miss that concurrent identical misses share: one of them reaches the app."""
+        """A miss that concurrent identical misses share: one of them reaches the app
+        (with ``stale``'s validators, when there is a stale entry to revalidate)."""
         method: str = scope["method"]
         headers = scope["headers"]
         started = False
@@ -407,7 +423,7 @@ class CacheMiddleware:
         async def produce() -> tuple[Any, bool]:
             nonlocal started, marking
             started = True
-            exchange = await self.fetch(scope, receive, send, key, policy, store=True)
+            exchange = await self.fetch(scope, receive, send, key, policy, store=True, stale=stale)
             # One request per URL writes the marker (the first to find the response not
             # storable, usually the leader); from now on, requests that find nothing stored
             # yet do not queue behind a lease (_asgi_pass). The write is queued, not awaited
@@ -513,3 +529,9 @@ class CacheMiddleware:
             # The entry (or the Vary list, or a pass marker), then its variants.
             await self._write("invalidation", self.cache.delete(key))
             await self._write("invalidation", self.cache.evict(key))
+
+
+async def _replayed_end() -> Message:
+    """``receive`` for asking the app a second time: the request body, read by the first
+    trip, was empty (a GET or HEAD the cache handles carries none)."""
+    return {"type": "http.request", "body": b"", "more_body": False}
