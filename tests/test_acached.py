@@ -129,6 +129,22 @@ def test_signature_docstring_and_type_hints_are_kept(tmp_path: Path) -> None:
     assert inspect.iscoroutinefunction(cached.__call__)
 
 
+def test_the_wrapper_is_a_coroutine_function_to_introspection(tmp_path: Path) -> None:
+    """Frameworks that decide between awaiting and calling in a thread ask inspect or
+    asyncio; both answer as for the ``async def`` itself, for methods too."""
+
+    class Users:
+        @acached(AsyncCache(tmp_path), ignore=("self",))
+        async def get(self, user_id: int) -> int:
+            return user_id
+
+    cached = acached(AsyncCache(tmp_path))(add)
+    for wrapper in (cached, Users.get, Users().get):
+        assert inspect.iscoroutinefunction(wrapper)
+        assert asyncio.iscoroutinefunction(wrapper)
+    assert inspect.signature(Users().get) == inspect.signature(Users().get.__wrapped__)
+
+
 # -- caching ---------------------------------------------------------------------------------
 
 

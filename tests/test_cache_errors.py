@@ -95,6 +95,42 @@ async def test_unsupported_key_type_raises_type_error_and_writes_nothing(
     assert not await cache.has("good")
 
 
+class Colour(enum.StrEnum):
+    RED = "red"
+
+
+class Tagged(str):
+    pass
+
+
+async def test_str_subclasses_and_enum_members_key_as_their_value(cache: AsyncCache) -> None:
+    """A StrEnum member or a str subclass is a str key (like IntEnum is an int key); bool
+    stays its own key, as True is not 1 on the wire."""
+    await cache.set(Colour.RED, 1)
+    await cache.set(Tagged("t"), 2)
+    await cache.set(("p", Colour.RED), 3)
+    await cache.set(True, "bool")
+    await cache.set(1, "int")
+    assert await cache.get("red") == 1 and await cache.get("t") == 2
+    assert await cache.get(("p", "red")) == 3
+    assert await cache.get(True) == "bool" and await cache.get(1) == "int"
+    assert sorted(map(repr, [k async for k in cache.keys()])) == sorted(
+        map(repr, ["red", "t", ("p", "red"), True, 1])
+    )
+
+
+async def test_a_str_that_is_not_valid_unicode_is_still_a_key(cache: AsyncCache) -> None:
+    """os.fsdecode() turns undecodable file names into lone surrogates: such a str is a
+    key like any other, distinct from its neighbours, and comes back from keys() intact."""
+    keys = ["\ud800", "a\udcff", ("dir", "\udcfe"), "\ufffd"]
+    for index, key in enumerate(keys):
+        await cache.set(key, index)
+    assert [await cache.get(key) for key in keys] == [0, 1, 2, 3]
+    assert await cache.get_many(keys) == dict(zip(keys, range(4), strict=True))
+    assert sorted(map(repr, [k async for k in cache.keys()])) == sorted(map(repr, keys))
+    assert await cache.delete("\ud800") and not await cache.has("\ud800")
+
+
 # -- values ---------------------------------------------------------------------------------
 def _local_enum() -> enum.Enum:
     class Local(enum.Enum):  # not importable by module and qualname
@@ -119,6 +155,9 @@ BAD_VALUES: dict[str, Any] = {
     "local-enum": _local_enum(),
     "numpy-object-dtype": np.array([object()], dtype=object),
     "module": sys,
+    # Not valid Unicode: MessagePack (and JSON) strings are UTF-8.
+    "lone-surrogate": "bad\ud800",
+    "surrogate-in-a-dict": {"a": ["\udcff"]},
 }
 
 

@@ -137,6 +137,7 @@ class AsyncCache:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._open_lock = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._dropping: asyncio.Task[None] | None = None  # the delete of a misfit just read
         self._closing: asyncio.Future[None] | None = None
         self._reset_counters()
 
@@ -313,7 +314,7 @@ class AsyncCache:
     def _closed_error(self) -> CacheClosedError:
         return CacheClosedError(f"the cache at {self.directory} is closed")
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[None]:
         """Run an owned background task; close() awaits it, errors are logged."""
 
         async def run() -> None:
@@ -325,6 +326,7 @@ class AsyncCache:
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _track(self, task: asyncio.Task[Any]) -> None:
         """Own a background task (a stale refresh): aclose() waits for it."""
@@ -427,7 +429,10 @@ class AsyncCache:
         except TypeMismatch:
             shard.forget(kb)
             misfit = (kb, None if file else blob, file)
-            self._spawn(self._executor_write(shard.index, ops.op_drop_misfit, misfit))
+            # Started here (this path has no await); get() awaits it before it returns.
+            self._dropping = self._spawn(
+                self._executor_write(shard.index, ops.op_drop_misfit, misfit)
+            )
             return _MISS
         except SerializationError:
             logger.warning(
@@ -460,10 +465,23 @@ class AsyncCache:
             kb = encode_key(key)  # _peek, inlined: one call less on every hit
             value = self._peek_at(kb, _crc32(kb) % self._n, default, type)
             if value is not NOT_NOW:
+                if type is not None and self._dropping is not None:
+                    await self._dropped()
                 return value
         else:
             await self._ensure_open()
-        return await self._get_slow(key, default, type)
+        value = await self._get_slow(key, default, type)
+        if type is not None and self._dropping is not None:
+            await self._dropped()
+        return value
+
+    async def _dropped(self) -> None:
+        """Wait for the delete of a misfit this task just read: once ``get(type=)`` has
+        answered a miss for it, ``has()`` and a plain ``get()`` see it gone too."""
+        task, self._dropping = self._dropping, None
+        if task is not None:
+            # Shielded: a caller cancelled here must not cancel the delete (logged if it fails).
+            await asyncio.shield(task)
 
     def _peek(self, key: Any, default: Any, type: Any) -> Any:
         """``get`` without an await, or ``NOT_NOW`` when it needs one (not open yet, reads

@@ -317,8 +317,10 @@ def _msgpack_dumps(value: Any) -> bytes:
     try:
         if (t is dict and _plain_dict(value)) or t in _PLAIN or (t is list and _plain_list(value)):
             return _pack(value)
-    except (OverflowError, RecursionError):
-        pass  # an int beyond 64 bits, or deep nesting: the walk below handles or reports it
+    except (OverflowError, RecursionError, UnicodeEncodeError):
+        # An int beyond 64 bits, deep nesting, a str that is not valid Unicode (a lone
+        # surrogate): the walk below handles or reports it as a SerializationError.
+        pass
     try:
         return _pack(_prep(value))
     except _Unencodable as exc:

@@ -19,6 +19,7 @@ import inspect
 import logging
 import os
 import threading
+import types
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
@@ -53,6 +54,23 @@ _default: Any = None
 _default_lock = threading.Lock()
 # Python 3.12+; looked up once: a failing hasattr() per ``obj.method`` costs ~0.4 us.
 _mark_coroutine: Callable[[Any], Any] | None = getattr(inspect, "markcoroutinefunction", None)
+
+
+def _coroutine_marks(func: Any) -> dict[str, Any]:
+    """Before Python 3.12 (no ``inspect.markcoroutinefunction``): the attributes that make
+    ``asyncio.iscoroutinefunction`` (its ``_is_coroutine`` marker) and
+    ``inspect.iscoroutinefunction`` (a "function-like" object's code flags) say True for
+    the wrapper, as they do for the ``async def`` it wraps."""
+    marks: dict[str, Any] = {}
+    marker = getattr(asyncio.coroutines, "_is_coroutine", None)
+    if marker is not None:
+        marks["_is_coroutine"] = marker
+    code = getattr(func, "__code__", None)
+    if isinstance(code, types.CodeType) and code.co_flags & inspect.CO_COROUTINE:
+        marks["__code__"] = code
+        marks["__defaults__"] = getattr(func, "__defaults__", None)
+        marks["__kwdefaults__"] = getattr(func, "__kwdefaults__", None)
+    return marks
 
 
 def default_cache() -> Any:
@@ -202,6 +220,9 @@ class CachedFunction(Generic[P, R]):
         self._wrapper_attrs.update(getattr(func, "__dict__", {}))
         if _mark_coroutine is not None:
             _mark_coroutine(self)
+        else:
+            self._wrapper_attrs.update(_coroutine_marks(func))
+            self.__dict__.update(_coroutine_marks(func))
         self._func = func
         self._cache = cache
         self._ttl = ttl

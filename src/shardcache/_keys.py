@@ -16,12 +16,17 @@ import msgspec
 __all__ = ["decode_key", "encode_key", "shard_of"]
 
 _BIGINT_EXT = 1
+# A str that is not valid Unicode (a lone surrogate, as os.fsdecode makes of undecodable
+# file names) has no MessagePack str encoding: it is stored as its surrogatepass UTF-8.
+_SURROGATE_EXT = 2
 _encode = msgspec.msgpack.Encoder().encode
 
 
 def _ext_hook(code: int, data: memoryview) -> Any:
     if code == _BIGINT_EXT:
         return int(bytes(data))
+    if code == _SURROGATE_EXT:
+        return bytes(data).decode("utf-8", "surrogatepass")
     raise TypeError(f"unknown key extension {code}")
 
 
@@ -46,31 +51,52 @@ def _check(key: Any, depth: int = 0) -> None:
 def encode_key(key: Any) -> bytes:
     """Return the stable byte encoding of ``key``; ``TypeError`` for an unsupported type."""
     kind = type(key)
-    # Fast path: the four scalar types by identity (subclasses such as IntEnum or bool take
-    # the checked path below, so they are still validated and keep their own encoding).
-    if kind is str or kind is bytes or kind is float:
-        return _encode(key)
-    _check(key)
-    return _encode(_widen(key)) if kind is tuple else _encode_scalar(key)
+    try:
+        # Fast path: the four scalar types by identity (subclasses such as IntEnum, StrEnum
+        # or bool take the checked path below, so they are validated and normalized).
+        if kind is str or kind is bytes or kind is float:
+            return _encode(key)
+        _check(key)
+        return _encode(_widen(key)) if kind is tuple else _encode_scalar(key)
+    except UnicodeEncodeError:
+        return _encode(_widen(key, surrogates=True))
 
 
 def _encode_scalar(key: Any) -> bytes:
     try:
-        return _encode(key)
+        return _encode(_plain(key))
     except OverflowError:
         # Past 64 bits MessagePack has no int: a private ext keeps huge ints distinct keys.
         return _encode(_bigint(key))
+
+
+def _plain(key: Any) -> Any:
+    """A subclass of str, bytes or float as its base type (an enum member keys as its
+    value, as msgspec encodes it); ints keep theirs: ``True`` is not the key ``1``."""
+    if isinstance(key, str) and type(key) is not str:
+        return str.__str__(key)
+    if isinstance(key, bytes) and type(key) is not bytes:
+        return bytes(key)
+    if isinstance(key, float) and type(key) is not float:
+        return float(key)
+    return key
 
 
 def _bigint(key: int) -> msgspec.msgpack.Ext:
     return msgspec.msgpack.Ext(_BIGINT_EXT, str(int(key)).encode())
 
 
-def _widen(key: Any) -> Any:
+def _widen(key: Any, *, surrogates: bool = False) -> Any:
     if type(key) is tuple:
-        return [_widen(item) for item in key]
+        return [_widen(item, surrogates=surrogates) for item in key]
     if isinstance(key, int) and not -(2**63) <= key < 2**64:
         return _bigint(key)
+    key = _plain(key)
+    if surrogates and type(key) is str:
+        try:
+            key.encode()
+        except UnicodeEncodeError:
+            return msgspec.msgpack.Ext(_SURROGATE_EXT, key.encode("utf-8", "surrogatepass"))
     return key
 
 

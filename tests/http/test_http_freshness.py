@@ -98,6 +98,19 @@ class TestAgeRfc9111Section4_2_3:
         entry = stored(f"Date: {http_date(T0 - 100)}", "Age: 10")
         assert current_age(entry, now=T0) == 100
 
+    def test_date_is_compared_to_the_second(self) -> None:
+        """Date has whole seconds: a response stamped in the second it arrived in (here
+        0.9 s into it) is not 0.9 s old, or a 1 s ttl would expire almost at once."""
+        whole = math.floor(T0)
+        entry = stored(
+            f"Date: {http_date(whole)}", request_time=whole + 0.85, response_time=whole + 0.9
+        )
+        assert current_age(entry, now=whole + 0.9) == pytest.approx(0.05, abs=1e-3)  # the delay
+        entry = stored(
+            f"Date: {http_date(whole)}", request_time=whole + 2.8, response_time=whole + 2.9
+        )
+        assert current_age(entry, now=whole + 2.9) == 2  # two whole seconds late: apparent age
+
     def test_missing_date_gives_no_apparent_age(self) -> None:
         """RFC 9110 §6.6.1: the receipt time stands in for a missing Date."""
         assert current_age(stored("Age: 3"), now=T0) == 3

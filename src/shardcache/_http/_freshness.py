@@ -83,8 +83,10 @@ def current_age(stored: StoredResponse, *, now: float) -> float:
     >>> current_age(stored, now=105.0)  # Age 10 + response delay 2 + resident time 5
     17.0
     """
-    # RFC 9111 §4.2.3, step by step.
-    apparent_age = max(0.0, stored.response_time - date_value(stored))
+    # RFC 9111 §4.2.3, step by step. Date has whole seconds: compared with the receipt time
+    # to the second, or a response stamped at 12:00:00 and received at 12:00:00.9 would be
+    # born 0.9 s old, and a short ttl (1 s) would expire almost at once, at random.
+    apparent_age = max(0.0, math.floor(stored.response_time) - date_value(stored))
     response_delay = max(0.0, stored.response_time - stored.request_time)
     corrected_age_value = _age_value(stored) + response_delay
     corrected_initial_age = max(apparent_age, corrected_age_value)
