@@ -10,6 +10,10 @@ own ``ClientSession._request``)::
                                                      error / 5xx -> stale, if allowed
            -> miss -> single flight -> origin -> store -> the real response (waiters: a copy)
 
+A HEAD is answered from the GET entry while that may be reused (RFC 9110 §9.3.2), else from
+its own HEAD entry (``head_key``), which goes through the same loop: a HEAD response is
+stored under GET's rules but never at the GET key, since it has no body to answer a GET.
+
 A :class:`~shardcache.CacheError` never reaches the caller: it is logged once per cause and
 the request goes to the origin without the cache.
 """
@@ -28,7 +32,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ._aiohttp_response import CachedResponse
-from ._aiohttp_storage import Found, invalidate, lookup, store
+from ._aiohttp_storage import Found, head_key, invalidate, lookup, store
 from ._errors import CacheError
 from ._http import (
     ORIGIN_ERROR_STATUSES,
@@ -78,6 +82,12 @@ class Call(NamedTuple):
     decision: RequestDecision
     follow: bool  # allow_redirects
 
+    @property
+    def key(self) -> str:
+        """Where responses to this request are stored: ``primary`` for a GET, its
+        :func:`head_key` for a HEAD (no body: it must never answer a GET)."""
+        return head_key(self.primary) if self.method == "HEAD" else self.primary
+
 
 class _Outcome(NamedTuple):
     """What going to the origin gave one caller, and what other callers may be served."""
@@ -111,13 +121,20 @@ def _url_of(primary: str) -> URL:
     return URL(primary.partition(" ")[2], encoded=True)
 
 
-def _final_primary(call: Call, response: aiohttp.ClientResponse) -> str:
+def _final_key(call: Call, response: aiohttp.ClientResponse) -> str:
+    """Where the response to ``call`` is stored: under the URL the redirects led to."""
     if not response.history:
-        return call.primary
+        return call.key
     try:
-        return primary_key_url("GET", str(response.url))
+        primary = primary_key_url("GET", str(response.url))
     except ValueError:
-        return call.primary
+        return call.key
+    return head_key(primary) if call.method == "HEAD" else primary
+
+
+def _own(call: Call, found: Found) -> bool:
+    """Whether ``found`` is an entry of the request's own method (a HEAD may find GET's)."""
+    return found.primary.startswith(f"{call.method} ")
 
 
 class HttpCache:
@@ -157,7 +174,7 @@ class HttpCache:
         healthy = True
         if call.decision.lookup:
             try:
-                found = await lookup(self.cache, call.primary, call.raw, follow_alias=call.follow)
+                found = await self._lookup(call)
             except CacheError as exc:
                 self._warn(exc)
                 healthy = False
@@ -176,12 +193,12 @@ class HttpCache:
                 status=504, headers=[], body=b"", request_time=now, response_time=now
             )
             return await self._respond(call, gateway_timeout, call.url)
-        if not healthy or call.method != "GET" or not call.decision.store:
+        if not healthy or not call.decision.store:
             outcome, _ = await self._fetch(call, found, use_cache=healthy)
         else:
             outcome, produced = await single_flight(
                 self.cache,
-                call.primary,
+                call.key,
                 lambda: self._lookup_fresh(call),
                 lambda: self._fetch(call, found),
                 lock_timeout=self._wait_limit(call),
@@ -212,11 +229,37 @@ class HttpCache:
         except CacheError as exc:
             self._warn(exc)
 
+    async def _lookup(self, call: Call) -> Found | None:
+        """The entry that answers ``call``, or that it revalidates or falls back on.
+
+        A HEAD reads the GET entry first and takes it while it may be reused (it is the
+        better answer: RFC 9110 §9.3.2). Otherwise its own HEAD entry, unless a GET
+        response stored after it supersedes it; failing both, the GET entry, which is then
+        only served if the origin fails (stale-if-error), never revalidated by a HEAD.
+        """
+        found = await lookup(self.cache, call.primary, call.raw, follow_alias=call.follow)
+        if call.method != "HEAD":
+            return found
+        if found is not None:
+            verdict = decide_reuse(
+                found.stored, call.method, call.raw, call.policy, now=self.clock()
+            )
+            if verdict.reuse in _REUSABLE:
+                return found
+            if verdict.reuse is Reuse.NO:
+                found = None  # another Vary variant: not even a fallback
+        own = await lookup(self.cache, call.key, call.raw, follow_alias=call.follow)
+        if own is None or (
+            found is not None and found.stored.response_time > own.stored.response_time
+        ):
+            return found
+        return own
+
     # -- the single flight's two callbacks ------------------------------------------------
     async def _lookup_fresh(self, call: Call) -> _Outcome | None:
         """A response another caller (in any process) has just stored."""
         try:
-            found = await lookup(self.cache, call.primary, call.raw, follow_alias=call.follow)
+            found = await self._lookup(call)
         except CacheError as exc:
             self._warn(exc)
             return None
@@ -233,10 +276,12 @@ class HttpCache:
         """Go to the origin; store what may be stored. ``(outcome, shareable)``."""
         kwargs = call.kwargs
         conditional: HeaderList = []
-        if use_cache and call.method == "GET" and call.decision.store:
+        if use_cache and call.decision.store:
             # The response is wanted for storing: the cache's validators replace the
             # caller's, whose preconditions are evaluated against the result (§4.3.2).
-            if found is not None:
+            # Only the request's own entry is revalidated: a 304 to a HEAD is not
+            # about the GET entry it may have found.
+            if found is not None and _own(call, found):
                 conditional = conditional_headers(found.stored)  # RFC 9111 §4.3.1
             if conditional or unconditional_headers(call.raw) != call.raw:
                 kwargs = {**kwargs, "headers": _for_origin(kwargs.get("headers"), conditional)}
@@ -326,7 +371,7 @@ class HttpCache:
     ) -> tuple[_Outcome, bool]:
         """A 304 to the cache's conditional request: the stored body, the new headers."""
         assert found is not None
-        same = _final_primary(call, response) == found.primary
+        same = _final_key(call, response) == found.primary
         headers = response.raw_headers
         response.release()
         fresh = None
@@ -356,18 +401,23 @@ class HttpCache:
         self, call: Call, response: aiohttp.ClientResponse, started: float, received: float
     ) -> StoredResponse | None:
         """Read and store the response when RFC 9111 §3 and the options allow it."""
-        if call.method != "GET" or not call.decision.store:
+        if not call.decision.store:
             return None
+        # A HEAD response is stored under GET's rules (RFC 9111 §3 allows it), read for
+        # the HEAD exchange itself: its status, its fields, this request.
         decision = decide_store("GET", call.raw, response.status, response.raw_headers, call.policy)
         if not decision.store:
             logger.debug("shardcache: %s not stored: %s", response.url, decision.reason)
             return None
-        limit = self.max_body_size
-        if limit is not None and (response.content_length or 0) > limit:
-            return None  # unread: the caller streams it from the network untouched
-        body = await response.read()
-        if limit is not None and len(body) > limit:
-            return None
+        if call.method == "HEAD":
+            body = b""  # its Content-Length is the GET body's: no size to limit here
+        else:
+            limit = self.max_body_size
+            if limit is not None and (response.content_length or 0) > limit:
+                return None  # unread: the caller streams it from the network untouched
+            body = await response.read()
+            if limit is not None and len(body) > limit:
+                return None
         stored = build_stored_response(
             request_headers=raw_headers(response.request_info.headers),  # as sent (Vary)
             status=response.status,
@@ -383,8 +433,8 @@ class HttpCache:
         try:
             # The final response lives under the final URL; the requested URL, when the
             # redirects led elsewhere, becomes an alias of it.
-            where = _final_primary(call, response)
-            await store(self.cache, where, stored, ttl=ttl, aliases=(call.primary,))
+            where = _final_key(call, response)
+            await store(self.cache, where, stored, ttl=ttl, aliases=(call.key,))
         except CacheError as exc:
             self._warn(exc)
             return None
@@ -422,17 +472,19 @@ class HttpCache:
     # -- background revalidation, failures -------------------------------------------------
     def _refresh_later(self, call: Call, found: Found) -> None:
         """RFC 5861 §3: serve the stale entry now, revalidate it once in the background."""
-        if call.method != "GET" or call.primary in self.refreshing:
+        key = call.key
+        # A HEAD cannot refresh the GET entry it was served from (it brings no body).
+        if not _own(call, found) or key in self.refreshing:
             return
         task = asyncio.get_running_loop().create_task(self._refresh(call, found))
-        self.refreshing[call.primary] = task
-        task.add_done_callback(lambda _: self.refreshing.pop(call.primary, None))
+        self.refreshing[key] = task
+        task.add_done_callback(lambda _: self.refreshing.pop(key, None))
 
     async def _refresh(self, call: Call, found: Found) -> None:
         try:
             outcome, produced = await single_flight(
                 self.cache,
-                call.primary,
+                call.key,
                 lambda: self._lookup_fresh(call),
                 lambda: self._fetch(call, found),
                 lock_timeout=self.lock_timeout,

@@ -10,8 +10,14 @@ aliases. At a primary key ``P`` (``primary_key_url``) the cache holds one of:
   the redirects from ``P`` led to. It is followed once, and only by requests that follow
   redirects (``allow_redirects=True``); an alias whose target is gone is a miss.
 
-Invalidation of ``P`` is ``delete(P)`` plus ``evict(P)``. Every function raises the
-backend's :class:`~shardcache.CacheError`; the session decides to fail open.
+``P`` is a GET key (``"GET <url>"``; ``primary_key_url`` gives HEAD the same key, since a
+GET response answers a HEAD). HEAD responses, which have no body and so must never answer
+a GET, live at their own key ``head_key(P)`` (``"HEAD <url>"``) with the same layout; their
+aliases point at HEAD keys.
+
+Invalidation of ``P`` is ``delete(P)`` plus ``evict(P)``, for ``P`` and ``head_key(P)``
+(a HEAD key alone can be invalidated too). Every function raises the backend's
+:class:`~shardcache.CacheError`; the session decides to fail open.
 """
 
 from __future__ import annotations
@@ -22,11 +28,23 @@ from typing import Final, NamedTuple
 from ._http import RawHeaders, StoredResponse, variant_key, vary_names, vary_values
 from ._types import CacheBackend
 
-__all__ = ["Found", "invalidate", "lookup", "store"]
+__all__ = ["Found", "head_key", "invalidate", "lookup", "store"]
 
 _ANY_ENTRY: Final = StoredResponse | list[str] | str
 _TARGET_ENTRY: Final = StoredResponse | list[str]
-_ALIAS_PREFIX: Final = "GET "
+_GET_PREFIX: Final = "GET "
+_HEAD_PREFIX: Final = "HEAD "
+
+
+def head_key(primary: str) -> str:
+    """Where the HEAD responses of the resource at the GET key ``primary`` are stored.
+
+    >>> head_key("GET http://example.com/")
+    'HEAD http://example.com/'
+    """
+    if not primary.startswith(_GET_PREFIX):
+        raise ValueError(f"not a GET primary key: {primary!r}")
+    return _HEAD_PREFIX + primary[len(_GET_PREFIX) :]
 
 
 class Found(NamedTuple):
@@ -44,7 +62,9 @@ async def lookup(
     value = await cache.get(primary, None, type=_ANY_ENTRY)
     where, via_alias = primary, False
     if isinstance(value, str):
-        if not follow_alias or not value.startswith(_ALIAS_PREFIX):
+        # An alias leads to a key of its own method: a GET alias never reaches a HEAD entry.
+        method = primary[: primary.index(" ") + 1]
+        if not follow_alias or not value.startswith(method):
             return None
         where, via_alias = value, True
         value = await cache.get(where, None, type=_TARGET_ENTRY)
@@ -81,7 +101,12 @@ async def store(
 
 
 async def invalidate(cache: CacheBackend, primaries: Iterable[str]) -> None:
-    """Drop what is stored at each primary key: the entry or alias, and its variants."""
+    """Drop what is stored at each key: the entry or alias, and its variants. A GET key
+    takes its :func:`head_key` with it (a change to the resource voids both)."""
     for primary in primaries:
-        await cache.delete(primary)
-        await cache.evict(primary)
+        keys = [primary]
+        if primary.startswith(_GET_PREFIX):
+            keys.append(head_key(primary))
+        for key in keys:
+            await cache.delete(key)
+            await cache.evict(key)

@@ -109,7 +109,8 @@ with warnings.catch_warnings():
           do not cache, e.g. ``{"*.example.com/api/*": 60, "example.com/static/*": None}``.
         * ``cache_control`` -- honour ``Cache-Control``/``Pragma``/``Expires`` of requests
           and responses (default); ``False``: every storable response is fresh for ``ttl``.
-        * ``methods`` -- of ``{"GET", "HEAD"}``; HEAD is answered from the GET entry.
+        * ``methods`` -- of ``{"GET", "HEAD"}``; HEAD is answered from the GET entry, else
+          from a stored HEAD response (kept apart: it never answers a GET).
         * ``statuses`` -- the statuses stored (RFC 9110 §15.1 heuristically cacheable ones).
         * ``allow_set_cookie`` -- store responses with ``Set-Cookie`` (default: never).
         * ``stale_if_error`` -- ``True`` or seconds: serve a stale entry when the origin
@@ -264,7 +265,9 @@ with warnings.catch_warnings():
             if hdrs.UPGRADE in headers:
                 return None  # a WebSocket (or h2c) handshake is never cached
             raw = raw_headers(headers)
-            decision = decide_request(method, raw, policy)
+            # A HEAD follows GET's request rules: its response is stored too (RFC 9111 §3
+            # allows it), at a key of its own (_aiohttp_storage.head_key).
+            decision = decide_request("GET" if method == "HEAD" else method, raw, policy)
             follow = bool(kwargs.get("allow_redirects", True))
             return Call(
                 method, target, kwargs, url, primary, headers, raw, policy, decision, follow

@@ -216,8 +216,8 @@ async def test_head_is_answered_from_the_get_entry(
     counting(origin, "/h")
     session = make_session()
     status, body, from_cache = await fetch(session, origin.url("/h"), "HEAD")
-    assert (status, body, from_cache) == (200, b"", False)  # a HEAD response is not stored
-    await fetch(session, origin.url("/h"))
+    assert (status, body, from_cache) == (200, b"", False)
+    await fetch(session, origin.url("/h"))  # the HEAD entry never answers a GET
     async with session.head(origin.url("/h")) as resp:
         assert (resp.from_cache, await resp.read()) == (True, b"")
         assert resp.headers["Content-Length"] == "2"
