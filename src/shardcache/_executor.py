@@ -11,6 +11,10 @@ of the batch. So at concurrency 64, one hop serves 64 writes.
 One writer thread for all shards is the default: on 2 cores, threads per shard fight over
 the GIL (PERF.md: 42.7k vs 55.9k SET/s). Checkpoints run on a separate thread so no commit a
 caller waits for ever includes one.
+
+A loop that runs Python without pause starves a writer thread of the GIL (it waits a
+switch interval after every statement); when a flush runs late, batches commit on the loop
+thread for a while instead ("busy mode", see ``_BUSY_LAG``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Any
 from ._errors import CacheError
 from ._shard import WAL_LIMIT, Op, Shard
 
+_monotonic = time.monotonic
+
 __all__ = ["Executor"]
 
 _CHECKPOINT_EVERY = 16  # batches per shard between PASSIVE checkpoints
@@ -37,6 +43,13 @@ LOCK_WAIT = 10.0
 # A combined batch this small commits on the loop thread: one short transaction (~30 us)
 # beats a thread hop (~100 us); larger ones go to the writer so the loop keeps serving.
 _DIRECT_MAX = 4
+# A loop that took longer than this to come round to a queued flush is running Python
+# without pause. A writer thread would then wait for the GIL after every SQLite statement
+# (CPython hands it over only every switch interval, 5 ms): a batch of 8 writes measured
+# 350 ms at p50. For _BUSY_HOLD seconds after such a lag every batch commits on the loop
+# thread instead, which holds the GIL already (~0.1 ms per 8-write transaction).
+_BUSY_LAG = 0.005
+_BUSY_HOLD = 1.0
 
 
 def _resolve(ops: Sequence[Op]) -> None:
@@ -129,12 +142,14 @@ class _Worker(threading.Thread):
                 retry[index] = [op for op in live if op not in expired]
             if self.syncer is not None and committed_ops:
                 self.syncer.sync(committed_ops)
+            with self.cond:
+                # Before the answers go out: a write they lead to may then commit directly
+                # on the loop thread, and must find an older retried write still queued.
+                for index, ops in retry.items():
+                    self.pending[index] = ops + self.pending.get(index, [])
+                self.inflight = frozenset()
             _dispatch(done)
             self._restart_long_wals(batch)
-            if retry:
-                with self.cond:
-                    for index, ops in retry.items():
-                        self.pending[index] = ops + self.pending.get(index, [])
 
     def _restart_long_wals(self, batch: dict[int, list[Op]]) -> None:
         """Restart a shard's WAL once it passes WAL_LIMIT, here between batches.
@@ -146,12 +161,8 @@ class _Worker(threading.Thread):
         """
         for index in batch:
             shard = self.shards[index]
-            if shard.batches % _CHECKPOINT_EVERY or _wal_size(shard) <= WAL_LIMIT:
-                continue
-            writer = shard.writer
-            if writer is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    writer.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            if shard.writer is not None:
+                _restart_long_wal(shard, shard.writer)
 
 
 class _Syncer:
@@ -188,6 +199,15 @@ class _Syncer:
 
     def stop(self) -> None:
         self.pool.shutdown(wait=True)
+
+
+def _restart_long_wal(shard: Shard, conn: sqlite3.Connection) -> None:
+    """Every _CHECKPOINT_EVERY batches, restart the shard's WAL once it passed WAL_LIMIT,
+    on the connection that has just committed (nothing of ours holds the lock now)."""
+    if shard.batches % _CHECKPOINT_EVERY or _wal_size(shard) <= WAL_LIMIT:
+        return
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
 
 
 def _wal_size(shard: Shard) -> int:
@@ -311,6 +331,8 @@ class Executor:
         ]
         self._route = [self.workers[i % threads] for i in range(len(shards))]
         self._combining: dict[asyncio.AbstractEventLoop, list[Op]] = {}
+        self._busy_until = 0.0  # until then every batch commits on the loop thread
+        self.direct_batches = 0  # batches committed on the loop thread (for tests)
         for worker in self.workers:
             worker.start()
         self.checkpointer.start()
@@ -332,7 +354,7 @@ class Executor:
         combining = self._combining.get(loop)
         if combining is None:
             self._combining[loop] = [op]
-            loop.call_soon(self._flush, loop)
+            loop.call_soon(self._flush, loop, _monotonic())
         else:
             combining.append(op)
         return future
@@ -343,12 +365,16 @@ class Executor:
         """Alias of :meth:`submit` for the single-write call sites (``await executor.write``)."""
         return self.submit(index, fn, args, direct=direct)
 
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _flush(self, loop: asyncio.AbstractEventLoop, scheduled: float) -> None:
+        now = _monotonic()
+        if now - scheduled > _BUSY_LAG:
+            self._busy_until = now + _BUSY_HOLD
         ops = [op for op in self._combining.pop(loop, ()) if not op.future.cancelled()]
         by_shard: dict[int, list[Op]] = {}
         for op in ops:
             by_shard.setdefault(op.index, []).append(op)
-        direct = self.direct and len(ops) <= _DIRECT_MAX
+        busy = now < self._busy_until
+        direct = self.direct and (len(ops) <= _DIRECT_MAX or busy)
         for index, shard_ops in by_shard.items():
             worker = self._route[index]
             # Direct only when nothing of this shard is queued or in flight: order holds.
@@ -362,7 +388,10 @@ class Executor:
                 assert shard.direct is not None
                 if shard.run_batch(shard.direct, shard_ops, requeue_busy=True):
                     _resolve(shard_ops)
+                    self.direct_batches += 1
                     self.checkpointer.wrote(shard)
+                    if busy:  # the writer thread, which restarts long WALs, idles now
+                        _restart_long_wal(shard, shard.direct)
                     continue
             worker.submit(index, shard_ops)
 
