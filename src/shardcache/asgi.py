@@ -136,6 +136,11 @@ class CacheMiddleware:
       the cache, and its response stored, only when the response has explicit freshness
       (``max-age``, ``s-maxage``, ``Expires``, ``public``) or varies on ``Cookie``;
       ``"ignore"``: cookies do not matter, as in RFC 9111.
+    * ``targeted_fields`` -- targeted cache-control fields (RFC 9213) this cache obeys, in
+      order of preference (default ``("CDN-Cache-Control",)``): the first one a response
+      carries with a valid value replaces its ``Cache-Control`` and ``Expires`` here, so
+      an app can give the shared caches in front of it (this one included) other rules
+      than browsers. The field is passed on unchanged; ``()`` ignores them.
     * ``rules`` -- ``{path glob: ttl}``, first match wins: the ``ttl`` for matching paths;
       ``0`` means "never cache these paths".
     * ``pass_ttl`` -- seconds to remember that a URL's response may not be stored, so that
@@ -157,6 +162,7 @@ class CacheMiddleware:
         cache_header: str | None = "X-Cache",
         cache_private: bool = False,
         cookies: Literal["explicit", "ignore"] = "explicit",
+        targeted_fields: Iterable[str] = ("CDN-Cache-Control",),
         rules: Mapping[str, float | None] | None = None,
         pass_ttl: float = 30.0,
         lock_timeout: float = 10.0,
@@ -177,6 +183,14 @@ class CacheMiddleware:
             raise ConfigurationError(f"cookies={cookies!r}: expected 'explicit' or 'ignore'")
         if cache_header is not None and not _HEADER_NAME.fullmatch(cache_header):
             raise ConfigurationError(f"cache_header={cache_header!r}: not a header name")
+        fields = () if isinstance(targeted_fields, str) else tuple(targeted_fields)
+        if isinstance(targeted_fields, str) or not all(
+            isinstance(field, str) and _HEADER_NAME.fullmatch(field) for field in fields
+        ):
+            raise ConfigurationError(
+                f"targeted_fields={targeted_fields!r}: expected a sequence of header names"
+            )
+        targeted = tuple(field.lower().encode("latin-1") for field in fields)
         if not (pass_ttl >= 0 and math.isfinite(pass_ttl)):
             raise ConfigurationError(f"pass_ttl={pass_ttl!r}: expected seconds >= 0")
         if not (lock_timeout > 0 and math.isfinite(lock_timeout)):
@@ -187,13 +201,13 @@ class CacheMiddleware:
         self._methods = methods
         self._pass_ttl = pass_ttl
         self._lock_timeout = lock_timeout
-        self._policy = self._make_policy(ttl, statuses, cache_private, cookies)
+        self._policy = self._make_policy(ttl, statuses, cache_private, cookies, targeted)
         rule_policies = [
             (
                 re.compile(fnmatch.translate(pattern)),
                 None
                 if rule_ttl == 0
-                else self._make_policy(rule_ttl, statuses, cache_private, cookies),
+                else self._make_policy(rule_ttl, statuses, cache_private, cookies, targeted),
             )
             for pattern, rule_ttl in (rules or {}).items()
         ]
@@ -212,7 +226,11 @@ class CacheMiddleware:
 
     @staticmethod
     def _make_policy(
-        ttl: float | None, statuses: Iterable[int], cache_private: bool, cookies: str
+        ttl: float | None,
+        statuses: Iterable[int],
+        cache_private: bool,
+        cookies: str,
+        targeted: tuple[bytes, ...],
     ) -> CachePolicy:
         if ttl is not None and not (ttl >= 0 and math.isfinite(ttl)):
             raise ConfigurationError(f"ttl={ttl!r}: expected seconds >= 0, or None (forever)")
@@ -222,6 +240,7 @@ class CacheMiddleware:
             cacheable_statuses=frozenset(statuses),
             cache_private=cache_private,
             cookie_credentials=cookies == "explicit",
+            targeted=targeted,
         )
 
     # -- the request ------------------------------------------------------------------

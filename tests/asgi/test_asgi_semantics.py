@@ -701,3 +701,47 @@ async def test_lifespan_and_websocket_scopes_pass_through(cache: AsyncCache) -> 
     await middleware({"type": "websocket"}, None, None)  # type: ignore[arg-type]
     await middleware({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
     assert seen == ["websocket", "lifespan"]
+
+
+# -- targeted fields (RFC 9213) ----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("lines", "stored_"),
+    [
+        (["Cache-Control: no-store", "CDN-Cache-Control: max-age=60"], True),
+        (["Cache-Control: max-age=60", "CDN-Cache-Control: private"], False),
+        (["Cache-Control: max-age=60", "CDN-Cache-Control: no-store"], False),
+        (["Cache-Control: max-age=60", "CDN-Cache-Control: max-age=0"], False),
+        (["Cache-Control: no-store", "CDN-Cache-Control: max-age =60"], False),  # invalid
+        (["Cache-Control: max-age=60", "CDN-Cache-Control: max-age=60, &&"], True),  # ignored
+    ],
+    ids=["cdn-fresh-cc-no-store", "private", "no-store", "max-age-0", "invalid", "ignored"],
+)
+async def test_cdn_cache_control_is_obeyed_by_default(
+    cache: AsyncCache, lines: list[str], stored_: bool
+) -> None:
+    """RFC 9213: the app can give shared caches (this one) other rules than browsers; the
+    field reaches the client unchanged, for the caches further out."""
+    origin = Origin(Reply(headers=lines))
+    _, http = cached(origin, cache)
+    async with http:
+        first = await http.get("/a")
+        second = await http.get("/a")
+    assert first.headers["cdn-cache-control"] == lines[1].partition(": ")[2]
+    assert (second.headers["x-cache"] == "HIT") is stored_
+    assert origin.calls["/a"] == (1 if stored_ else 2)
+
+
+async def test_targeted_fields_can_be_turned_off_or_changed(cache: AsyncCache) -> None:
+    origin = Origin(Reply(headers=["Cache-Control: no-store", "CDN-Cache-Control: max-age=60"]))
+    origin.route("/mine", Reply(headers=["Cache-Control: no-store", "My-CC: max-age=60"]))
+    _, plain = cached(origin, cache, targeted_fields=())
+    _, mine = cached(origin, cache, targeted_fields=["My-CC", "CDN-Cache-Control"])
+    async with plain, mine:
+        await plain.get("/a")
+        assert (await plain.get("/a")).headers["x-cache"] == "MISS"
+        await mine.get("/mine")
+        assert (await mine.get("/mine")).headers["x-cache"] == "HIT"
+    with pytest.raises(ConfigurationError, match="targeted_fields"):
+        CacheMiddleware(origin, cache=cache, targeted_fields="CDN-Cache-Control")
+    with pytest.raises(ConfigurationError, match="targeted_fields"):
+        CacheMiddleware(origin, cache=cache, targeted_fields=["bad name"])

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from http_factories import hdrs
+from http_factories import hdrs, stored
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shardcache._http import CacheControl, parse_cache_control, request_cache_control
+from shardcache._http import (
+    CacheControl,
+    CachePolicy,
+    freshness_lifetime,
+    parse_cache_control,
+    request_cache_control,
+)
+from shardcache._http._cache_control import response_cache_control
 
 
 class TestSyntaxRfc9111Section5_2:
@@ -133,3 +140,50 @@ class TestRequestPragmaRfc9111Section5_4:
 def test_parsing_never_raises(values: list[bytes]) -> None:
     """RFC 9111 §5.2: whatever a sender writes, the cache reads a CacheControl."""
     assert isinstance(parse_cache_control(*values), CacheControl)
+
+
+CDN = (b"cdn-cache-control",)
+
+
+class TestTargetedFieldsRfc9213:
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            (b"max-age=60", CacheControl(max_age=60)),
+            (b"foobar, max-age=60;p=1", CacheControl(max_age=60)),  # unknown, parameters
+            (b"private", CacheControl(private=True)),
+            (b"no-store", CacheControl(no_store=True)),
+            (b'no-cache="set-cookie"', CacheControl(no_cache_fields=("set-cookie",))),
+            (b"max-age=99999999999", CacheControl(max_age=2**31)),
+            (b'max-age="60"', CacheControl()),  # a wrong type: the directive, not the field
+        ],
+    )
+    def test_a_valid_targeted_field_replaces_cache_control(
+        self, value: bytes, expected: CacheControl
+    ) -> None:
+        """RFC 9213 §2.1: the first targeted field with a valid value is used instead."""
+        headers = [*hdrs("Cache-Control: no-store, max-age=5"), (b"CDN-Cache-Control", value)]
+        assert response_cache_control(headers, CDN) == (expected, True)
+
+    @pytest.mark.parametrize(
+        "value",
+        [b"", b"max-age =60", b"max-age= 60", b"MaX-aGe=60", b"max-age=60, &&&", b"max-age=60,"],
+    )
+    def test_an_invalid_targeted_field_is_ignored(self, value: bytes) -> None:
+        """RFC 9213 §2.1 / RFC 8941: a value that is not a valid Dictionary is ignored as a
+        whole; Cache-Control applies."""
+        headers = [*hdrs("Cache-Control: no-store"), (b"cdn-cache-control", value)]
+        assert response_cache_control(headers, CDN) == (CacheControl(no_store=True), False)
+
+    def test_without_a_target_list_the_field_means_nothing(self) -> None:
+        headers = hdrs("Cache-Control: no-store", "CDN-Cache-Control: max-age=60")
+        assert response_cache_control(headers, ()) == (CacheControl(no_store=True), False)
+
+    def test_expires_is_ignored_when_a_targeted_field_applies(self) -> None:
+        """RFC 9213 §2.1: Cache-Control *and* Expires give way to the targeted field."""
+        policy = CachePolicy(shared=True, default_ttl=0.0, targeted=CDN)
+        entry = stored("Expires: 0", "CDN-Cache-Control: max-age=100")
+        assert freshness_lifetime(entry, policy) == 100
+        entry = stored("Expires: Thu, 01 Jan 2099 00:00:00 GMT", "CDN-Cache-Control: public")
+        assert freshness_lifetime(entry, policy) == 0.0  # the policy's ttl, not Expires
+        assert freshness_lifetime(entry, CachePolicy(shared=True)) > 10**8

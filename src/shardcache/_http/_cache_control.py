@@ -25,6 +25,7 @@ raises: a sender's mistakes are read in the most restrictive way that still make
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -38,7 +39,12 @@ from ._headers import (
     split_members,
 )
 
-__all__ = ["CacheControl", "parse_cache_control", "request_cache_control"]
+__all__ = [
+    "CacheControl",
+    "parse_cache_control",
+    "request_cache_control",
+    "response_cache_control",
+]
 
 
 class CacheControl(msgspec.Struct, frozen=True, kw_only=True):
@@ -188,3 +194,113 @@ def request_cache_control(headers: RawHeaders) -> CacheControl:
     if any(member.lower() == b"no-cache" for member in header_members(headers, b"pragma")):
         return _NO_CACHE
     return _EMPTY
+
+
+# -- targeted fields (RFC 9213: CDN-Cache-Control) -------------------------------------------
+# A targeted field is a Structured Field Dictionary (RFC 8941 §3.2): strict where
+# Cache-Control is tolerant, since a field that does not parse is ignored as a whole and the
+# response's Cache-Control and Expires apply instead (RFC 9213 §2.1).
+_SF_KEY: Final = re.compile(rb"[a-z*][a-z0-9_.*-]*")
+_SF_ITEM: Final = re.compile(
+    rb'(?P<int>-?[0-9]{1,15})(?![0-9.])|-?[0-9]{1,12}\.[0-9]{1,3}|"(?P<str>(?:[^"\\]|\\["\\])*)"'
+    rb"|[A-Za-z*][!#$%&'*+.^_`|~:/0-9A-Za-z-]*|:[A-Za-z0-9+/=]*:|\?[01]"
+)
+_OWS: Final = re.compile(rb"[ \t]*")
+
+
+def _sf_item(data: bytes, at: int) -> tuple[Any, int] | None:
+    """A bare item at ``at``: an int, a str (sf-string) or ``...`` (any other type)."""
+    match = _SF_ITEM.match(data, at)
+    if match is None:
+        return None
+    if match.group("int") is not None:
+        return int(match.group("int")), match.end()
+    text = match.group("str")
+    if text is not None:
+        return text.replace(b"\\\\", b"\\").replace(b'\\"', b'"').decode("ascii"), match.end()
+    return ..., match.end()
+
+
+def _sf_dictionary(data: bytes) -> dict[str, Any] | None:
+    """Parse an RFC 8941 Dictionary (parameters read and dropped); ``None`` if invalid."""
+    members: dict[str, Any] = {}
+    at = _OWS.match(data).end()  # type: ignore[union-attr]
+    if at == len(data):
+        return None  # empty: not a value (RFC 9213 §2.1 wants a non-empty one)
+    while True:
+        key = _SF_KEY.match(data, at)
+        if key is None:
+            return None
+        at = key.end()
+        value: Any = True
+        if data[at : at + 1] == b"=":
+            item = _sf_item(data, at + 1)
+            if item is None:
+                return None
+            value, at = item
+        while data[at : at + 1] == b";":  # parameters: ;key[=item]
+            at = _OWS.match(data, at + 1).end()  # type: ignore[union-attr]
+            param = _SF_KEY.match(data, at)
+            if param is None:
+                return None
+            at = param.end()
+            if data[at : at + 1] == b"=":
+                item = _sf_item(data, at + 1)
+                if item is None:
+                    return None
+                at = item[1]
+        members[key.group().decode("ascii")] = value
+        at = _OWS.match(data, at).end()  # type: ignore[union-attr]
+        if at == len(data):
+            return members
+        if data[at : at + 1] != b",":
+            return None
+        at = _OWS.match(data, at + 1).end()  # type: ignore[union-attr]
+        if at == len(data):
+            return None  # a trailing comma
+
+
+@functools.lru_cache(maxsize=256)
+def _targeted(values: tuple[bytes, ...]) -> CacheControl | None:
+    members = _sf_dictionary(b", ".join(value.strip() for value in values))
+    if members is None:
+        return None
+    found: dict[str, Any] = {}
+    for name, value in members.items():
+        # A directive whose value has the wrong type is ignored, not the field.
+        if name in _DELTA:
+            if type(value) is int and value >= 0:
+                found[_DELTA[name][0]] = min(value, 2**31)
+        elif name in _FLAGS:
+            if value is True:
+                found[_FLAGS[name]] = True
+        elif name in _QUALIFIED:
+            if value is True:
+                found[_QUALIFIED[name]] = True
+            elif type(value) is str and (names := _field_names(value)):
+                found[f"{_QUALIFIED[name]}_fields"] = tuple(dict.fromkeys(names))
+    return CacheControl(**found)
+
+
+def response_cache_control(
+    headers: RawHeaders, targeted: tuple[bytes, ...] = ()
+) -> tuple[CacheControl, bool]:
+    """The response directives a cache applies, and whether a targeted field gave them.
+
+    ``targeted`` lists lowercase field names in order of preference (a CDN's list is
+    ``(b"cdn-cache-control",)``, RFC 9213 §2.1): the first one with a valid, non-empty
+    value replaces ``Cache-Control``, and then ``Expires`` is ignored too (the caller's
+    part). Otherwise, ``Cache-Control``.
+
+    >>> headers = [(b"cache-control", b"no-store"), (b"cdn-cache-control", b"max-age=60")]
+    >>> directives, targeted = response_cache_control(headers, (b"cdn-cache-control",))
+    >>> directives.max_age, directives.no_store, targeted
+    (60, False, True)
+    >>> response_cache_control(headers, ())[0].no_store
+    True
+    """
+    for name in targeted:
+        values = header_values(headers, name)
+        if values and (directives := _targeted(tuple(values))) is not None:
+            return directives, True
+    return CacheControl.from_headers(headers), False

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from ._cache_control import CacheControl, request_cache_control
+from ._cache_control import CacheControl, request_cache_control, response_cache_control
 from ._headers import (
     DELTA_SECONDS_MAX,
     RawHeaders,
@@ -50,7 +50,9 @@ ORIGIN_ERROR_STATUSES: Final = frozenset({500, 502, 503, 504})
 
 
 def _response_directives(stored: StoredResponse, policy: CachePolicy) -> CacheControl:
-    return CacheControl.from_headers(stored.headers) if policy.cache_control else _NO_DIRECTIVES
+    if not policy.cache_control:
+        return _NO_DIRECTIVES
+    return response_cache_control(stored.headers, policy.targeted)[0]
 
 
 def _request_directives(request_headers: RawHeaders, policy: CachePolicy) -> CacheControl:
@@ -104,13 +106,14 @@ def freshness_lifetime(stored: StoredResponse, policy: CachePolicy) -> float | N
     """
     if not policy.cache_control:
         return policy.default_ttl
-    directives = CacheControl.from_headers(stored.headers)
+    directives, targeted = response_cache_control(stored.headers, policy.targeted)
     # §5.2.2.10: s-maxage overrides max-age and Expires in a shared cache only.
     if policy.shared and directives.s_maxage is not None:
         return float(directives.s_maxage)
     if directives.max_age is not None:  # §5.2.2.1; §5.3: max-age wins over Expires
         return float(directives.max_age)
-    expires = header_values(stored.headers, b"expires")
+    # RFC 9213 §2.1: a targeted field replaces Expires as well as Cache-Control.
+    expires = () if targeted else header_values(stored.headers, b"expires")
     if expires:
         # §4.2.1: several values "should" use the first or be stale; disagreeing ones are
         # stale here. §5.3: an invalid date (e.g. "0") means "already expired".
@@ -182,7 +185,7 @@ def is_stale_usable(
         return False
     window = policy.stale_if_error if error else 0.0
     if policy.cache_control:
-        response = CacheControl.from_headers(stored.headers)
+        response = _response_directives(stored, policy)
         request = request_cache_control(request_headers)
         if stale_forbidden(response, policy):
             return False

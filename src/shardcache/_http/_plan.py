@@ -31,7 +31,7 @@ from typing import Final
 
 import msgspec
 
-from ._cache_control import CacheControl
+from ._cache_control import response_cache_control
 from ._freshness import current_age, freshness_lifetime
 from ._headers import DELTA_SECONDS_MAX, RawHeaders
 from ._keys import vary_names
@@ -119,7 +119,9 @@ def reuse_plan(stored: StoredResponse, policy: CachePolicy) -> ReusePlan:
     """
     lifetime = freshness_lifetime(stored, policy)
     initial_age = current_age(stored, now=stored.response_time)
-    directives = CacheControl.from_headers(stored.headers) if policy.cache_control else None
+    directives = (
+        response_cache_control(stored.headers, policy.targeted)[0] if policy.cache_control else None
+    )
     if vary_names(stored.headers) or (directives is not None and directives.no_cache):
         lifetime = _NEVER
     fields = REQUEST_RULE_FIELDS

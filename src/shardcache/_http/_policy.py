@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ._cache_control import CacheControl, request_cache_control
+from ._cache_control import CacheControl, request_cache_control, response_cache_control
 from ._freshness import age_header_value, is_fresh, is_stale_usable
 from ._headers import (
     HeaderList,
@@ -57,6 +57,13 @@ _HOP_BY_HOP: Final = frozenset(
 # RFC 9111 §4.3.2 / RFC 9110 §13.2.1: preconditions only the origin can evaluate.
 _ORIGIN_PRECONDITIONS: Final = (b"if-match", b"if-unmodified-since", b"if-range")
 _NO_DIRECTIVES: Final = CacheControl()
+
+
+def _directives(headers: RawHeaders, policy: CachePolicy) -> CacheControl | None:
+    """The response directives this cache applies (``None``: it ignores them)."""
+    if not policy.cache_control:
+        return None
+    return response_cache_control(headers, policy.targeted)[0]
 
 
 def _authorized_storage_allowed(response: CacheControl, policy: CachePolicy) -> bool:
@@ -107,7 +114,7 @@ def cookie_shareable(stored: StoredResponse, policy: CachePolicy) -> bool:
     >>> cookie_shareable(stored, CachePolicy(cookie_credentials=True))
     True
     """
-    response = CacheControl.from_headers(stored.headers) if policy.cache_control else None
+    response = _directives(stored.headers, policy)
     return _cookie_storage_allowed(response or _NO_DIRECTIVES, stored.headers, policy)
 
 
@@ -189,7 +196,7 @@ def storable_headers(headers: RawHeaders, policy: CachePolicy) -> HeaderList:
     drop = set(_HOP_BY_HOP)
     drop.update(member.lower() for member in header_members(headers, b"connection"))
     if policy.cache_control:
-        directives = CacheControl.from_headers(headers)
+        directives = response_cache_control(headers, policy.targeted)[0]
         drop.update(name.encode("latin-1") for name in directives.no_cache_fields)
         if policy.shared and not policy.cache_private:
             drop.update(name.encode("latin-1") for name in directives.private_fields)
@@ -227,7 +234,7 @@ def decide_store(
         return StoreDecision(False, f"status {status} is not in cacheable_statuses (RFC 9111 §3)")
     if "*" in vary_names(response_headers):
         return StoreDecision(False, "Vary: * never matches a later request (RFC 9111 §4.1)")
-    response = CacheControl.from_headers(response_headers) if policy.cache_control else None
+    response = _directives(response_headers, policy)
     if response is not None:
         if request_cache_control(request_headers).no_store:
             return StoreDecision(False, "request Cache-Control: no-store (RFC 9111 §5.2.1.5)")
@@ -316,7 +323,7 @@ def decide_reuse(
         return ReuseDecision(Reuse.NO, f"a stored GET response cannot answer {method}")
     if not vary_matches(stored, request_headers):
         return ReuseDecision(Reuse.NO, "Vary: the request's fields differ (RFC 9111 §4.1)")
-    response = CacheControl.from_headers(stored.headers) if policy.cache_control else None
+    response = _directives(stored.headers, policy)
     if (
         policy.shared
         and has_header(request_headers, b"authorization")

@@ -80,6 +80,9 @@ class CachePolicy(msgspec.Struct, frozen=True, kw_only=True):
     * ``stale_if_error`` -- seconds past staleness during which an entry may be served when
       the origin fails, on top of the response's own ``stale-if-error``; ``math.inf`` for
       "any age". Directives that forbid stale responses (``must-revalidate``, ...) win.
+    * ``targeted`` -- lowercase names of targeted cache-control fields (RFC 9213), in order
+      of preference, e.g. ``(b"cdn-cache-control",)``: the first one a response carries
+      with a valid value replaces its ``Cache-Control`` and ``Expires`` for this cache.
 
     >>> CachePolicy(shared=False, default_ttl=3600).shared
     False
@@ -93,6 +96,7 @@ class CachePolicy(msgspec.Struct, frozen=True, kw_only=True):
     allow_set_cookie: bool = False
     stale_if_error: float = 0.0
     cookie_credentials: bool = False
+    targeted: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         if self.default_ttl is not None and not self.default_ttl >= 0:  # catches NaN too
