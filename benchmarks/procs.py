@@ -1,4 +1,5 @@
-"""Sections with more than one process: ``multiproc``, ``loophealth``, and the peak-RSS probe.
+"""Sections with more than one process: ``multiproc``, ``loophealth`` (one of whose scenarios,
+``SET/cpu-bound-loop``, runs in this process alone), and the peak-RSS probe.
 
 Children are ``worker.py`` processes speaking JSON lines on stdout (``ready``, ``result``,
 ``error``) and taking ``go`` / ``stop`` on stdin; every wait on them has a timeout and every
@@ -12,11 +13,13 @@ import contextlib
 import functools
 import json
 import os
+import random
 import select
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -35,20 +38,39 @@ from harness import (
 )
 from results import Results, Row
 from workloads import (
+    TTL,
+    AsyncSystem,
     Deadline,
+    RunStats,
+    TaskResult,
+    Value,
     build_plans,
     flat_out,
+    key,
     percentiles_us,
     run,
     run_on,
+    summarize,
     ticker,
+    value,
 )
 
 WORKER = str(Path(__file__).with_name("worker.py"))
 PROCESSES = 4
 MULTIPROC = ("shardcache", "diskcache-to_thread")
-LOOPHEALTH = ("shardcache", "diskcache-to_thread")
-SCENARIOS = ("GET/idle", "GET/writer-process", "GET/set-c64-same-loop")
+LOOPHEALTH = ("shardcache", "diskcache-to_thread", "aiosqlite")
+GET_SCENARIOS = ("GET/idle", "GET/writer-process", "GET/set-c64-same-loop")
+CPU_BOUND = "SET/cpu-bound-loop"
+SCENARIOS = (*GET_SCENARIOS, CPU_BOUND)
+CPU_BOUND_ONLY = ("aiosqlite",)
+"""Systems measured in ``SET/cpu-bound-loop`` alone (no writer-process mode in worker.py)."""
+BUSY_TASKS = 4
+BUSY_SPIN_S = 0.002
+"""Each busy task spins the CPU this long, then yields once (``await asyncio.sleep(0)``)."""
+WRITERS = 4
+BATCH = 8
+"""Keys per timed write in ``SET/cpu-bound-loop`` (one ``set_many``)."""
+Batch = list[tuple[str, Value]]
 START_TIMEOUT = 60.0
 
 
@@ -237,7 +259,7 @@ def loophealth(cfg: Config, res: Results) -> None:
                 directory = workdir(cfg, "loophealth", name, loop, rep)
                 try:
                     run_on("asyncio", _prepare(cfg, name, directory))
-                    for scenario in SCENARIOS:
+                    for scenario in (CPU_BOUND,) if name in CPU_BOUND_ONLY else SCENARIOS:
                         try:
                             row = _loophealth_once(cfg, res, name, directory, loop, rep, scenario)
                         except Exception as exc:
@@ -246,7 +268,7 @@ def loophealth(cfg: Config, res: Results) -> None:
                             progress(f"[loophealth {loop}] {name} {scenario} FAILED: {exc!r}")
                             continue
                         res.add(row)
-                        progress(describe(row, cfg.reps) + _lag_note(row))
+                        progress(describe(row, cfg.reps) + _lag_note(row) + _busy_note(row))
                 except Exception as exc:
                     res.skip("loophealth", name, f"{loop}, rep {rep + 1}: failed: {exc!r}")
                     progress(f"[loophealth {loop}] {name} FAILED: {exc!r}")
@@ -259,9 +281,19 @@ def _lag_note(row: Row) -> str:
     return f"; max {m['max_us']:,.0f}us; loop lag p99.9 {m['lag_p999_us']:,.0f}us max {m['lag_max_us']:,.0f}us"
 
 
+def _busy_note(row: Row) -> str:
+    m = row.metrics
+    if "busy_share" not in m:
+        return ""
+    return f"; {BATCH}-key writes; busy tasks {m['load_ops_per_s']:,.0f} spins/s ({m['busy_share']:.0%} of the loop)"
+
+
 def _loophealth_once(
     cfg: Config, res: Results, name: str, directory: str, loop: str, rep: int, scenario: str
 ) -> Row:
+    if scenario == CPU_BOUND:
+        metrics = run_on(loop, _cpu_bound(cfg, res, name, directory, rep))
+        return Row("loophealth", name, scenario, WRITERS, loop, rep, metrics)
     if scenario != "GET/writer-process":
         metrics = run_on(loop, _probe(cfg, res, name, directory, scenario, rep))
         return Row("loophealth", name, scenario, 1, loop, rep, metrics)
@@ -311,6 +343,111 @@ async def _probe(
         return metrics
     finally:
         await close_quietly(res, "loophealth", system)
+
+
+async def _cpu_bound(
+    cfg: Config, res: Results, name: str, directory: str, rep: int
+) -> dict[str, float]:
+    """SET/cpu-bound-loop: 8-key writes (``set_many``) from 4 tasks, timed each, while 4 busy
+    tasks keep the loop's thread running Python (2 ms spin, ``sleep(0)``, repeat)."""
+    system = systems.make(name, redis_url=cfg.redis_url)
+    await system.setup(directory)
+    try:
+        if not isinstance(system, AsyncSystem):
+            raise TypeError(f"{name} is not an async system")
+        warm = _batches(cfg.keys, min(cfg.warmup_ops, cfg.ops), seed=rep * 7 + 4)
+        batches = _batches(cfg.keys, cfg.ops, seed=rep * 7 + 5)
+        await _busy_writes(cfg, system, warm, Deadline(cfg.warmup_seconds))  # untimed
+        with frozen_gc():
+            deadline = Deadline(cfg.seconds)
+            lag = asyncio.ensure_future(ticker(deadline))
+            try:
+                stats, spins = await _busy_writes(cfg, system, batches, deadline)
+            finally:
+                deadline.stop()
+                lags = await lag
+        metrics = stats.metrics()
+        p50, p99, p999, mx = percentiles_us(lags)
+        metrics |= {"lag_p50_us": p50, "lag_p99_us": p99, "lag_p999_us": p999, "lag_max_us": mx}
+        metrics |= {
+            "keys_per_s": stats.ops * BATCH / stats.seconds,
+            "load_ops_per_s": spins / stats.seconds,
+            "busy_share": spins * BUSY_SPIN_S / stats.seconds,
+        }
+        return metrics
+    finally:
+        await close_quietly(res, "loophealth", system)
+
+
+def _batches(n_keys: int, n_ops: int, seed: int) -> list[list[Batch]]:
+    """Per writer task: batches of ``BATCH`` distinct random existing keys, ``n_ops`` keys in
+    all (the count cap), drawn before the clock starts."""
+    per_task = max(1, n_ops // (WRITERS * BATCH))
+    out = []
+    for task in range(WRITERS):
+        rng = random.Random(seed * 1_000_003 + task)
+        out.append(
+            [
+                [(key(i), value(i)) for i in rng.sample(range(n_keys), BATCH)]
+                for _ in range(per_task)
+            ]
+        )
+    return out
+
+
+async def _busy_writes(
+    cfg: Config, system: AsyncSystem, batches: list[list[Batch]], deadline: Deadline
+) -> tuple[RunStats, int]:
+    """One writer task per entry of ``batches`` until ``deadline``, beside ``BUSY_TASKS``
+    busy tasks; the statistics of the writes, and the busy tasks' spins. The busy tasks run
+    until the last write returned, so every timed write met the same loop."""
+    hard = cfg.seconds * 5 + 30  # a hung system is abandoned; a healthy one ends long before
+    busy_until = Deadline(hard)
+    busy = [
+        asyncio.ensure_future(_spin(busy_until, int(hard / BUSY_SPIN_S) + 1))
+        for _ in range(BUSY_TASKS)
+    ]
+    started = time.perf_counter_ns()
+    try:
+        writers = (_write(system.set_many, b, deadline) for b in batches)
+        writes = await asyncio.wait_for(asyncio.gather(*writers), timeout=hard)
+    finally:
+        ended = time.perf_counter_ns()
+        busy_until.stop()
+        spins = sum(await asyncio.gather(*busy))
+    return summarize(writes, started, ended), spins
+
+
+async def _spin(until: Deadline, rounds: int) -> int:
+    """A CPU-bound coroutine: spin ``BUSY_SPIN_S`` in Python, yield once, repeat; rounds done."""
+    done = 0
+    while done < rounds and not until.passed():
+        end = time.perf_counter() + BUSY_SPIN_S
+        while time.perf_counter() < end:
+            pass
+        done += 1
+        await asyncio.sleep(0)
+    return done
+
+
+async def _write(
+    set_many: Callable[[Batch, float], Awaitable[None]], batches: list[Batch], deadline: Deadline
+) -> TaskResult:
+    """``set_many`` each batch until ``deadline``; the latency of each whole batch."""
+    res = TaskResult([])
+    record = res.latencies.append
+    for batch in batches:
+        t0 = time.perf_counter_ns()
+        if t0 > deadline.ns:
+            break
+        try:
+            await set_many(batch, TTL)
+        except Exception as exc:  # counted and reported, never hidden
+            res.first_error = res.first_error or repr(exc)
+            res.failed_writes += 1
+        record(time.perf_counter_ns() - t0)
+        await asyncio.sleep(0)  # between two writes other tasks run, as between two requests
+    return res
 
 
 # -- peak RSS --------------------------------------------------------------------------------

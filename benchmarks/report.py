@@ -51,6 +51,9 @@ class View:
     """Adds a column: reference ops/s / this row's ops/s, per repetition, then the median."""
     baseline: str | None = None
     """Adds a column: this row's p50 / the same system's ``baseline`` workload p50."""
+    latency_reference: str | None = None
+    """Adds two columns: reference p50 / this row's p50, and the same for p99, per
+    repetition (same workload), then the median; below 1 the reference is faster."""
     order: tuple[str, ...] = ()
     """Workloads in display order (others follow in the order they were measured)."""
 
@@ -78,7 +81,9 @@ VIEWS: dict[str, View] = {
         reference="shardcache",
     ),
     "loophealth": View(
-        "loophealth: GET c1 (yielding between gets) beside a 1 ms ticker; lag = ticker overshoot",
+        "loophealth: GET c1 (yielding between gets) beside a 1 ms ticker, lag = ticker overshoot; "
+        "SET/cpu-bound-loop: one 8-key set_many per op from 4 tasks while 4 tasks spin 2 ms "
+        "between yields, load ops/s = their spins/s (500 = the whole loop)",
         (
             P50,
             P99,
@@ -89,8 +94,10 @@ VIEWS: dict[str, View] = {
             Column("lag max", "lag_max_us", _us),
             Column("load ops/s", "load_ops_per_s", _ops),
             MISS,
+            FAIL,
         ),
-        order=("GET/idle", "GET/writer-process", "GET/set-c64-same-loop"),
+        latency_reference="shardcache",
+        order=("GET/idle", "GET/writer-process", "GET/set-c64-same-loop", "SET/cpu-bound-loop"),
     ),
     "scale": View(
         "scale: GET c1 with the near cache off at each size; RSS@N = VmHWM of a fresh process "
@@ -119,6 +126,12 @@ def _cell(xs: list[float], fmt: Callable[[float], str]) -> str:
 def _ratio(xs: list[float]) -> str:
     m = median(xs)
     return "-" if m is None else f"{m:.2f}x"
+
+
+def _small_ratio(xs: list[float]) -> str:
+    """Like ``_ratio``, with two significant digits below 1 (latency ratios reach 0.0003x)."""
+    m = median(xs)
+    return "-" if m is None else (f"{m:.2f}x" if m >= 1 else f"{m:.2g}x")
 
 
 def _rank(order: Sequence[str], workload: str) -> int:
@@ -158,6 +171,8 @@ def section_text(res: Results, section: str, loops: Sequence[str]) -> list[str]:
             header.append(f"{view.reference}/x")
         if view.baseline:
             header.append(f"p50/{view.baseline.partition('@')[2]}")
+        if view.latency_reference:
+            header += [f"{p} {view.latency_reference}/x" for p in ("p50", "p99")]
         body = []
         for sel in sorted(
             keys, key=lambda s: (groups.index((s.workload, s.concurrency)), names.index(s.system))
@@ -172,6 +187,10 @@ def section_text(res: Results, section: str, loops: Sequence[str]) -> list[str]:
                 same_kind = sel.workload.partition("@")[0] == view.baseline.partition("@")[0]
                 ratios = res.ratios(section, sel, base, loop, "p50_us") if same_kind else []
                 line.append(_ratio(ratios))
+            if view.latency_reference:
+                ref = Sel(view.latency_reference, sel.workload, sel.concurrency)
+                for metric in ("p50_us", "p99_us"):
+                    line.append(_small_ratio(res.ratios(section, ref, sel, loop, metric)))
             body.append(line)
         out.append(f"-- loop {loop} (medians of {len(res.reps())} repetition(s))")
         out += ["   " + x for x in _table(header, body)]

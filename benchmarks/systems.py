@@ -13,6 +13,11 @@
 
 Peers that store bytes (aiosqlite, redis, sqlite3-raw) encode values with msgspec msgpack
 and decode on get, as a cache has to; diskcache keeps its default pickle.
+
+``set_many`` (a few keys in one awaited call, loophealth's SET/cpu-bound-loop): shardcache's
+own ``set_many``; aiosqlite one ``executemany`` in autocommit (one statement per key);
+diskcache-to_thread has no batch write, so one ``asyncio.to_thread(cache.set)`` per key,
+gathered (the ``AsyncSystem`` default).
 """
 
 from __future__ import annotations
@@ -115,6 +120,9 @@ class ShardCache(AsyncSystem):
         return self.cache.get, functools.partial(self.cache.set, ttl=ttl)
 
     async def populate(self, pairs: Sequence[tuple[str, Value]], ttl: float) -> None:
+        await self.cache.set_many(dict(pairs), ttl=ttl)
+
+    async def set_many(self, pairs: Sequence[tuple[str, Value]], ttl: float) -> None:
         await self.cache.set_many(dict(pairs), ttl=ttl)
 
     async def close(self) -> None:
@@ -231,6 +239,10 @@ class Aiosqlite(AsyncSystem):
 
     async def set(self, key: str, value: Value, ttl: float) -> None:
         await self._db.execute(_PUT, (key.encode(), _encode(value), time() + ttl))
+
+    async def set_many(self, pairs: Sequence[tuple[str, Value]], ttl: float) -> None:
+        # One trip to the connection's thread; autocommit: one statement (and commit) per key.
+        await self._db.executemany(_PUT, _rows(pairs, ttl))
 
     async def populate(self, pairs: Sequence[tuple[str, Value]], ttl: float) -> None:
         await self._db.execute("BEGIN")

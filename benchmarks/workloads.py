@@ -114,6 +114,11 @@ class AsyncSystem(System):
         """The callables the timing loop invokes; override to drop the adapter's own frame."""
         return self.get, functools.partial(self.set, ttl=ttl)
 
+    async def set_many(self, pairs: Sequence[tuple[str, Value]], ttl: float) -> None:
+        """Write a few keys in one call (timed as one operation): the system's batch write
+        where it has one, else one ``set`` per key, all at once (``asyncio.gather``)."""
+        await asyncio.gather(*(self.set(k, v, ttl) for k, v in pairs))
+
 
 class SyncSystem(System):
     is_sync = True
