@@ -15,8 +15,10 @@ from . import _sql as sql
 from ._codec import InvalidSignature
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._codec import Codec
-    from ._shard import Shard, _Batch
+    from ._shard import Op, Shard, _Batch
 
 __all__ = [
     "op_add",
@@ -32,6 +34,7 @@ __all__ = [
     "op_pop",
     "op_release",
     "op_set",
+    "op_set_rows",
     "op_touch",
 ]
 
@@ -63,6 +66,33 @@ def op_set(
     now = batch.now
     cur.execute(sql.UPSERT, (key, value, file, fmt, size, now, expire, purge, now, tag))
     batch.keys.append(key)
+
+
+def op_set_rows(shard: Shard, cur: sqlite3.Cursor, batch: _Batch, ops: Sequence[Op]) -> None:
+    """``op_set`` for consecutive plain sets (inline values) of one batch, in one statement
+    per chunk of :data:`~shardcache._sql.UPSERT_CHUNKS` rows, in their order."""
+    now = batch.now
+    overhead = sql.ROW_OVERHEAD
+    params: list[Any] = []
+    keys = batch.keys
+    for op in ops:
+        key, blob, fmt, expire, purge, tag, _ = op.args
+        params += (
+            key,
+            blob,
+            None,
+            fmt,
+            len(key) + len(blob) + overhead,
+            now,
+            expire,
+            purge,
+            now,
+            tag,
+        )
+        keys.append(key)
+    cur.execute(sql.UPSERT_ROWS[len(ops)], params)
+    for op in ops:
+        op.result = None
 
 
 def op_add(

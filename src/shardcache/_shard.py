@@ -42,6 +42,8 @@ import msgspec
 from . import _sql as sql
 from ._codec import Codec
 from ._errors import CacheCorruptError, CacheError, CacheTimeoutError, ConfigurationError
+from ._ops import op_set as _op_set
+from ._ops import op_set_rows as _op_set_rows
 
 __all__ = ["Op", "Row", "Shard"]
 
@@ -95,6 +97,20 @@ class Op:
         self.direct = direct
         self.result: Any = None
         self.deadline = 0.0  # set when the shard was found locked: when to give up
+
+
+def _plain_sets(ops: list[Op], start: int) -> int:
+    """How many of ``ops`` from ``start`` on are plain sets (inline values), as one
+    multi-row statement takes them: the largest of UPSERT_CHUNKS that fits, else 1."""
+    end = start + 1
+    limit = min(len(ops), start + sql.UPSERT_CHUNKS[0])
+    while end < limit and ops[end].fn is _op_set and not ops[end].args[-1]:
+        end += 1
+    run = end - start
+    for size in sql.UPSERT_CHUNKS:
+        if run >= size:
+            return size
+    return 1
 
 
 class _Batch:
@@ -517,13 +533,20 @@ class Shard:
             # Reads buffered for LRU/LFU land before the writes, so that an overwrite in
             # this batch resets the counts it should.
             self._flush_access(cur)
-            for op in ops:
+            index, count = 0, len(ops)
+            while index < count:
+                op = ops[index]
+                if op.fn is _op_set and not op.args[-1] and (run := _plain_sets(ops, index)) > 1:
+                    _op_set_rows(self, cur, batch, ops[index : index + run])
+                    index += run
+                    continue
                 try:
                     op.result = op.fn(self, cur, batch, *op.args)
                 except (sqlite3.DatabaseError, OSError):
                     raise
                 except Exception as exc:  # a per-op error (e.g. incr on a str): only this op
                     op.result = exc
+                index += 1
             self._after_ops(cur, batch)
             conn.execute("COMMIT")
         except BaseException as exc:

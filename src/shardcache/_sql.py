@@ -97,6 +97,15 @@ ON CONFLICT (key) DO UPDATE SET
     purge_time = excluded.purge_time, access_time = excluded.access_time,
     access_count = 0, tag = excluded.tag
 """
+# Consecutive plain sets of one batch as one statement: one sqlite3 call and one GIL
+# hand-back for many rows, not one per row (a later row for the same key updates the
+# earlier one, in order). Fixed sizes, so that few texts share the statement cache.
+UPSERT_CHUNKS: Final = (32, 16, 8, 4, 2)
+_UPSERT_ROW: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
+_UPSERT_HEAD, _, _UPSERT_TAIL = UPSERT.partition("VALUES " + _UPSERT_ROW)
+UPSERT_ROWS: Final = {
+    n: _UPSERT_HEAD + "VALUES " + ", ".join([_UPSERT_ROW] * n) + _UPSERT_TAIL for n in UPSERT_CHUNKS
+}
 # add(): the upsert only replaces a row that has expired (its WHERE fails for a live one).
 ADD: Final = UPSERT + " WHERE entries.expire_time IS NOT NULL AND entries.expire_time <= ?"
 DELETE: Final = "DELETE FROM entries WHERE key = ? RETURNING expire_time"
