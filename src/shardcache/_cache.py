@@ -1,6 +1,7 @@
 """``AsyncCache``: the public facade. No SQL and no threads here: keys and values are encoded
 on the loop, reads go to the shard's loop-owned connection (through the near cache), writes
-go to the executor.
+go to the executor. The whole-cache reads and maintenance (``count``, ``stats``, ``keys``,
+``check``, ``vacuum``...) are inherited from ``_cache_admin``, off the hot path.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar, overload
@@ -25,14 +26,14 @@ import msgspec
 
 from . import _ops as ops
 from . import _sql as sql
+from ._cache_admin import _CHUNK, _fetch, _WholeCache
 from ._codec import Codec, Compressor, InvalidSignature, Serializer, TypeMismatch
-from ._errors import CacheClosedError, CacheCorruptError, CacheError, SerializationError
+from ._errors import CacheClosedError, CacheError, SerializationError
 from ._executor import Executor
-from ._keys import decode_key, encode_key
-from ._maintenance import check_shards, vacuum_shards
+from ._keys import encode_key
 from ._options import Durability, Eviction, OnCorrupt, Options, check_ttl, expire_at
 from ._shard import IMMUTABLE, SLOW_READ, SLOW_READ_BACKOFF, Row, Shard, _is_busy
-from ._types import DEFAULT, NOT_NOW, TTL, CacheStats, CheckReport, Entry, Key, ShardStats
+from ._types import DEFAULT, NOT_NOW, TTL, Entry, Key
 
 __all__ = ["AsyncCache"]
 
@@ -43,7 +44,6 @@ _NEW, _OPEN, _CLOSED = "new", "open", "closed"
 _time = time.time
 _crc32 = zlib.crc32
 _OFFLOAD: Final = object()  # "this read must go to a thread"
-_CHUNK = 256  # keys per statement for bulk reads and iteration
 _ACCESS_FLUSH = 4096  # buffered LRU/LFU accesses that force a flush without a write
 
 # Caches that may need reopening after os.fork(): the child never reuses the parent's
@@ -71,7 +71,7 @@ def _drain_at_exit() -> None:
                 cache._executor.stop()
 
 
-class AsyncCache:
+class AsyncCache(_WholeCache):
     """A persistent async cache on SQLite shards, shared by every process that opens it.
 
     Example::
@@ -140,12 +140,6 @@ class AsyncCache:
         self._dropping: asyncio.Task[None] | None = None  # the delete of a misfit just read
         self._closing: asyncio.Future[None] | None = None
         self._reset_counters()
-
-    def _reset_counters(self) -> None:
-        self._hits = self._misses = self._sets = self._deletes = 0
-        self._near_hits = self._stampede_waits = 0
-        self._evictions0 = sum(s.evictions for s in self._shards)
-        self._expirations0 = sum(s.expirations for s in self._shards)
 
     @property
     def directory(self) -> Path:
@@ -809,6 +803,7 @@ class AsyncCache:
         self._deletes += deleted
         return deleted
 
+    # Used by the whole-cache sweeps of _cache_admin (evict, expire, clear).
     async def _on_every_shard(self, fn: Callable[..., Any], args: tuple[Any, ...] = ()) -> int:
         if not self._ready:
             await self._ensure_open()
@@ -816,25 +811,6 @@ class AsyncCache:
         assert executor is not None
         futures = [executor.submit(i, fn, args) for i in range(self._n)]
         return sum(await _gather_all(futures))
-
-    async def evict(self, tag: str) -> int:
-        """Delete every entry stored with ``tag``; the number of live entries removed."""
-        if type(tag) is not str:
-            raise TypeError(f"tag must be a str, not {type(tag).__name__}")
-        removed = await self._on_every_shard(ops.op_evict, (tag,))
-        self._deletes += removed
-        return removed
-
-    async def expire(self) -> int:
-        """Purge expired entries now; how many were removed."""
-        return await self._on_every_shard(ops.op_expire)
-
-    async def clear(self) -> int:
-        """Delete everything; the number of live entries removed."""
-        removed = await self._on_every_shard(ops.op_clear)
-        for shard in self._shards:
-            shard.clear_near()
-        return removed
 
     # -- stampede primitives (the CacheBackend seam) -------------------------------------
     async def acquire_lease(self, key: Key, owner: str, duration: float) -> bool:
@@ -884,115 +860,6 @@ class AsyncCache:
             lock_timeout=lock_timeout,
         )
 
-    # -- whole-cache reads --------------------------------------------------------------
-    async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
-        if not self._ready:
-            await self._ensure_open()
-        assert self._pool is not None
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    async def count(self) -> int:
-        """The number of live entries."""
-        if not self._ready:
-            await self._ensure_open()
-        now = time.time()
-        counts = [
-            await self._in_pool(_fetch_one, shard, sql.COUNT_LIVE, (now,)) for shard in self._shards
-        ]
-        return sum(counts)
-
-    async def volume(self) -> int:
-        """Bytes the entries take: keys, values (value files included) and row overhead."""
-        if not self._ready:
-            await self._ensure_open()
-        sizes = [await self._in_pool(_fetch_one, s, sql.VOLUME, ()) for s in self._shards]
-        return sum(sizes)
-
-    async def stats(self, *, reset: bool = False) -> CacheStats:
-        """Counters of this process since open (or the last reset) and the cache's size."""
-        if not self._ready:
-            await self._ensure_open()
-        now = time.time()
-        per_shard = []
-        for shard in self._shards:
-            count = await self._in_pool(_fetch_one, shard, sql.COUNT_LIVE, (now,))
-            volume = await self._in_pool(_fetch_one, shard, sql.VOLUME, ())
-            depth = self._executor.depth(shard.index) if self._executor else 0
-            per_shard.append(ShardStats(shard.index, count, volume, depth))
-        result = CacheStats(
-            hits=self._hits,
-            misses=self._misses,
-            sets=self._sets,
-            deletes=self._deletes,
-            evictions=sum(s.evictions for s in self._shards) - self._evictions0,
-            expirations=sum(s.expirations for s in self._shards) - self._expirations0,
-            stampede_waits=self._stampede_waits,
-            count=sum(s.count for s in per_shard),
-            volume=sum(s.volume for s in per_shard),
-            near_hits=self._near_hits,
-            shards=per_shard,
-        )
-        if reset:
-            self._reset_counters()
-        return result
-
-    async def keys(self) -> AsyncIterator[Any]:
-        """Iterate over the live keys, shard by shard, in chunks (safe while writing)."""
-        async for kb, _row in self._scan(sql.KEYS_AFTER):
-            yield decode_key(kb)
-
-    async def items(self) -> AsyncIterator[tuple[Any, Any]]:
-        """Iterate over ``(key, value)`` pairs of live entries."""
-        async for kb, row in self._scan(sql.ITEMS_AFTER):
-            shard = self._shards[zlib.crc32(kb) % self._n]
-            value = await self._decode(shard, kb, row, None)
-            if value is not _MISS:
-                yield decode_key(kb), value
-
-    async def _scan(self, stmt: str) -> AsyncIterator[tuple[bytes, Row]]:
-        if not self._ready:
-            await self._ensure_open()
-        for shard in self._shards:
-            after = b""
-            while True:
-                rows = await self._in_pool(_fetch, shard, stmt, [after, time.time(), _CHUNK])
-                for key, *rest in rows:
-                    yield key, (*rest, None, 0.0)
-                if len(rows) < _CHUNK:
-                    break
-                after = rows[-1][0]
-
-    async def check(self, *, fix: bool = False) -> CheckReport:
-        """Check integrity (SQLite, value files, size accounting); repair with ``fix=True``.
-
-        With ``fix=True`` a shard file that cannot even be opened (garbage, not a shard) is
-        rebuilt empty, as ``on_corrupt="reset"`` would: a cache is rebuildable data.
-        """
-        found: list[str] = []
-        rebuilt: list[str] = []
-        while not self._ready:
-            try:
-                await self._ensure_open()
-            except CacheCorruptError as exc:
-                if not fix or exc.path is None or len(rebuilt) >= self._n:
-                    raise
-                found.append(str(exc))
-                await asyncio.get_running_loop().run_in_executor(None, _remove_shard, exc.path)
-                rebuilt.append(f"{exc.path}: could not be opened; rebuilt empty")
-        report = await self._in_pool(check_shards, self._shards, fix)
-        report.problems[:0] = found
-        report.fixed[:0] = rebuilt
-        if fix:
-            for shard in self._shards:
-                shard.clear_near()
-        return report
-
-    async def vacuum(self) -> None:
-        """Reclaim free space in every shard file (rewrites the files)."""
-        if not self._ready:
-            await self._ensure_open()
-        await self._in_pool(vacuum_shards, self._shards)
-
 
 class _Miss:
     def __repr__(self) -> str:
@@ -1000,23 +867,6 @@ class _Miss:
 
 
 _MISS: Final = _Miss()
-
-
-def _remove_shard(path: str) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{path}{suffix}")
-
-
-def _fetch(shard: Shard, stmt: str, params: Any) -> list[Any]:
-    try:
-        return shard.thread_reader().execute(stmt, params).fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise shard._corrupt(exc) from exc
-
-
-def _fetch_one(shard: Shard, stmt: str, params: Any) -> Any:
-    return _fetch(shard, stmt, params)[0][0]
 
 
 async def _gather_all(futures: list[asyncio.Future[Any]]) -> list[Any]:
