@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from shardcache import AsyncCache
-from shardcache._shard import WAL_LIMIT
+from shardcache._shard import WAL_LIMIT, Shard
 
 MakeCache = Callable[..., AsyncCache]
 
@@ -60,15 +62,47 @@ async def test_a_congested_loop_commits_batches_itself(make_cache: MakeCache) ->
     assert await other.get_many(list(big)) == {k: v + 2 for k, v in big.items()}
 
 
-async def test_busy_mode_is_not_used_with_full_durability(make_cache: MakeCache) -> None:
-    """durability="full" flushes the WAL on the writer side before answering: never direct."""
+async def test_a_large_set_many_is_not_taken_for_a_congested_loop(make_cache: MakeCache) -> None:
+    """set_many of 20k keys spends tens of ms queueing its own writes before the flush
+    runs: that is the caller's work, not a congested loop, and the batch goes to the writer
+    thread (committing it on the loop would block it for the whole transaction)."""
+    cache = make_cache(shards=2)
+    await cache.open()
+    executor = cache._executor
+    assert executor is not None
+    await cache.set_many({("k", i): "v" * 50 for i in range(20_000)})
+    assert executor.direct_batches == 0
+    assert executor._busy_until == 0.0
+    assert await cache.count() == 20_000
+
+
+async def test_with_full_durability_busy_mode_flushes_before_answering(
+    make_cache: MakeCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """durability="full" commits on the loop thread only in busy mode, and then flushes
+    every WAL the round touched (fdatasync) before any caller of the round is answered."""
     cache = make_cache(shards=2, durability="full")
     await cache.open()
     executor = cache._executor
     assert executor is not None
-    await _written_behind_a_busy_task(cache, {f"k{i}": i for i in range(16)})
-    assert executor.direct_batches == 0
-    assert await cache.get("k15") == 15
+    events: list[str] = []
+    original = Shard.sync_wal
+
+    def sync_wal(shard: Shard) -> None:
+        events.append(f"flush {shard.index}")
+        original(shard)
+
+    monkeypatch.setattr(Shard, "sync_wal", sync_wal)
+    await cache.set("small", 1)  # an idle loop, few writes: the writer thread, as always
+    assert executor.direct_batches == 0 and len(events) == 1
+    events.clear()
+    writes = {f"k{i}": i for i in range(16)}
+    done = asyncio.ensure_future(_written_behind_a_busy_task(cache, writes))
+    done.add_done_callback(lambda _: events.append("answered"))
+    await done
+    assert executor.direct_batches == 2
+    assert sorted(events) == ["answered", "flush 0", "flush 1"] and events[-1] == "answered"
+    assert await make_cache(shards=2).get_many(list(writes)) == writes
 
 
 async def test_the_wal_stays_bounded_while_the_loop_commits(

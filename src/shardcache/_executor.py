@@ -49,6 +49,7 @@ _DIRECT_MAX = 4
 # 350 ms at p50. For _BUSY_HOLD seconds after such a lag every batch commits on the loop
 # thread instead, which holds the GIL already (~0.1 ms per 8-write transaction).
 _BUSY_LAG = 0.005
+_PER_WRITE = 2e-6  # of the caller's own work after queueing a write, allowed for
 _BUSY_HOLD = 1.0
 
 
@@ -331,6 +332,7 @@ class Executor:
         ]
         self._route = [self.workers[i % threads] for i in range(len(shards))]
         self._combining: dict[asyncio.AbstractEventLoop, list[Op]] = {}
+        self._queued_at: dict[asyncio.AbstractEventLoop, float] = {}
         self._busy_until = 0.0  # until then every batch commits on the loop thread
         self.direct_batches = 0  # batches committed on the loop thread (for tests)
         for worker in self.workers:
@@ -354,9 +356,12 @@ class Executor:
         combining = self._combining.get(loop)
         if combining is None:
             self._combining[loop] = [op]
-            loop.call_soon(self._flush, loop, _monotonic())
+            loop.call_soon(self._flush, loop)
         else:
             combining.append(op)
+        # When the last write of the round was queued: the flush's lateness from here is the
+        # loop's (other callbacks), not the caller's own work (a set_many of 10k encodes).
+        self._queued_at[loop] = _monotonic()
         return future
 
     def write(
@@ -365,16 +370,24 @@ class Executor:
         """Alias of :meth:`submit` for the single-write call sites (``await executor.write``)."""
         return self.submit(index, fn, args, direct=direct)
 
-    def _flush(self, loop: asyncio.AbstractEventLoop, scheduled: float) -> None:
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         now = _monotonic()
-        if now - scheduled > _BUSY_LAG:
-            self._busy_until = now + _BUSY_HOLD
         ops = [op for op in self._combining.pop(loop, ()) if not op.future.cancelled()]
+        # The caller may still have had work per write after queueing the last one
+        # (gather() hooks every future): allowed for, so that a set_many of 20k keys from
+        # an idle loop is not taken for a congested loop.
+        if now - self._queued_at.pop(loop, now) > _BUSY_LAG + _PER_WRITE * len(ops):
+            self._busy_until = now + _BUSY_HOLD
         by_shard: dict[int, list[Op]] = {}
         for op in ops:
             by_shard.setdefault(op.index, []).append(op)
         busy = now < self._busy_until
-        direct = self.direct and (len(ops) <= _DIRECT_MAX or busy)
+        # durability="full" never commits here, except in busy mode: then the round's WALs
+        # are flushed right here, in parallel, before anyone is answered (the writer's rule).
+        direct = (self.direct and (len(ops) <= _DIRECT_MAX or busy)) or (
+            busy and self.syncer is not None
+        )
+        flushing: dict[Shard, list[Op]] = {}
         for index, shard_ops in by_shard.items():
             worker = self._route[index]
             # Direct only when nothing of this shard is queued or in flight: order holds.
@@ -387,13 +400,21 @@ class Executor:
                 shard = self.shards[index]
                 assert shard.direct is not None
                 if shard.run_batch(shard.direct, shard_ops, requeue_busy=True):
-                    _resolve(shard_ops)
+                    if self.syncer is None:
+                        _resolve(shard_ops)
+                    else:
+                        flushing[shard] = shard_ops
                     self.direct_batches += 1
                     self.checkpointer.wrote(shard)
                     if busy:  # the writer thread, which restarts long WALs, idles now
                         _restart_long_wal(shard, shard.direct)
                     continue
             worker.submit(index, shard_ops)
+        if flushing:
+            assert self.syncer is not None
+            self.syncer.sync(flushing)  # blocks the loop for one parallel fdatasync
+            for shard_ops in flushing.values():
+                _resolve(shard_ops)
 
     def depth(self, index: int) -> int:
         """Writes queued for shard ``index``."""

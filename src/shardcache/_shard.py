@@ -293,7 +293,9 @@ class Shard:
         self.writer = self._connect(
             busy_ms=100, cache_kib=256, sync="NORMAL" if self.durability == "full" else None
         )
-        self.direct = self._connect(busy_ms=0)
+        # durability="full" commits here only in the executor's busy mode, which then
+        # flushes the WAL itself (sync_wal), as for the writer.
+        self.direct = self._connect(busy_ms=0, sync="NORMAL" if self.durability == "full" else None)
         self.reader = self._connect(busy_ms=0, readonly=True, cache_kib=None)
         self.cursor = self.reader.cursor()
         while True:
