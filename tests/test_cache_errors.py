@@ -131,6 +131,13 @@ async def test_a_str_that_is_not_valid_unicode_is_still_a_key(cache: AsyncCache)
     assert await cache.delete("\ud800") and not await cache.has("\ud800")
 
 
+@pytest.mark.parametrize("items", [[("a", 1)], (("a", 1),), "ab", None])
+async def test_set_many_takes_a_mapping(cache: AsyncCache, items: Any) -> None:
+    with pytest.raises(TypeError, match="set_many\\(\\) takes a mapping"):
+        await cache.set_many(items)
+    assert await cache.count() == 0
+
+
 # -- values ---------------------------------------------------------------------------------
 def _local_enum() -> enum.Enum:
     class Local(enum.Enum):  # not importable by module and qualname

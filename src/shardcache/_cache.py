@@ -255,12 +255,14 @@ class AsyncCache(_WholeCache):
         Cancelling it does not leave the cache half-closed: the teardown runs on in a task
         of its own, and a later ``aclose()`` waits for it.
         """
+        if self._closing is None and self._state is _NEW:
+            # An open may be running on a thread: the state changes under its lock.
+            loop = asyncio.get_running_loop()
+            if await loop.run_in_executor(None, self._close_unopened):
+                return
+        # Checked after that await too: another aclose() may have started the teardown
+        # meanwhile, and two teardowns would close connections a writer still uses.
         if self._closing is None:
-            if self._state is _NEW:
-                # An open may be running on a thread: the state changes under its lock.
-                loop = asyncio.get_running_loop()
-                if await loop.run_in_executor(None, self._close_unopened):
-                    return
             if self._state is not _OPEN:
                 self._state = _CLOSED
                 return
@@ -380,7 +382,8 @@ class AsyncCache(_WholeCache):
     async def _row(self, shard: Shard, kb: bytes, now: float) -> Row | None:
         row = self._local(shard, kb, now)
         if row is _OFFLOAD:
-            assert self._pool is not None
+            if self._pool is None:
+                raise self._closed_error()
             loop = asyncio.get_running_loop()
             rows = await loop.run_in_executor(self._pool, shard.read_in_thread, kb)
             # Not remembered in the near cache: the loop may have synced past this read.
@@ -393,7 +396,8 @@ class AsyncCache(_WholeCache):
         file = row[3]
         if file is None:
             return self._value(shard, kb, row, type)
-        assert self._pool is not None
+        if self._pool is None:
+            raise self._closed_error()
         loop = asyncio.get_running_loop()
         blob = await loop.run_in_executor(self._pool, shard.read_file, file)
         if blob is None:
@@ -648,7 +652,8 @@ class AsyncCache(_WholeCache):
         for start in range(0, len(rest), _CHUNK):
             chunk = rest[start : start + _CHUNK]
             stmt = sql.GET_MANY.format(",".join("?" * len(chunk)))
-            assert self._pool is not None
+            if self._pool is None:
+                raise self._closed_error()
             result = await loop.run_in_executor(self._pool, _fetch, shard, stmt, chunk)
             for key, *row in result:
                 rows[key] = tuple(row)
@@ -692,7 +697,8 @@ class AsyncCache(_WholeCache):
             await self._ensure_open()
         index, args, to_file = self._encode(key, value, ttl, tag, stale_ttl, time.time())
         executor = self._executor
-        assert executor is not None
+        if executor is None:  # closed while this call waited for the open to finish
+            raise self._closed_error()
         await executor.write(index, ops.op_set, args, direct=not to_file)
         self._sets += 1
 
@@ -778,12 +784,17 @@ class AsyncCache(_WholeCache):
         self, mapping: Mapping[Any, Any], *, ttl: TTL = DEFAULT, tag: str | None = None
     ) -> None:
         """Store every item; all are encoded (and checked) before anything is written."""
+        if not isinstance(mapping, Mapping):
+            raise TypeError(
+                f"set_many() takes a mapping of key -> value, not {type(mapping).__name__}"
+            )
         if not self._ready:
             await self._ensure_open()
         now = time.time()
         encoded = [self._encode(k, v, ttl, tag, 0, now) for k, v in mapping.items()]
         executor = self._executor
-        assert executor is not None
+        if executor is None:  # closed while this call waited for the open to finish
+            raise self._closed_error()
         futures = [
             executor.submit(index, ops.op_set, args, direct=not to_file)
             for index, args, to_file in encoded
@@ -797,7 +808,8 @@ class AsyncCache(_WholeCache):
             await self._ensure_open()
         routed = [self._route(k) for k in keys]
         executor = self._executor
-        assert executor is not None
+        if executor is None:  # closed while this call waited for the open to finish
+            raise self._closed_error()
         futures = [executor.submit(s.index, ops.op_delete, (kb,)) for kb, s in routed]
         deleted: int = sum(await _gather_all(futures))
         self._deletes += deleted
@@ -808,7 +820,8 @@ class AsyncCache(_WholeCache):
         if not self._ready:
             await self._ensure_open()
         executor = self._executor
-        assert executor is not None
+        if executor is None:  # closed while this call waited for the open to finish
+            raise self._closed_error()
         futures = [executor.submit(i, fn, args) for i in range(self._n)]
         return sum(await _gather_all(futures))
 

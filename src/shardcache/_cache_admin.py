@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _ops as ops
 from . import _sql as sql
-from ._errors import CacheCorruptError
+from ._errors import CacheClosedError, CacheCorruptError
 from ._keys import decode_key
 from ._maintenance import check_shards, vacuum_shards
 from ._types import CacheStats, CheckReport, ShardStats
@@ -50,6 +50,7 @@ class _WholeCache:
         _pool: concurrent.futures.ThreadPoolExecutor | None
 
         async def _ensure_open(self) -> None: ...
+        def _closed_error(self) -> CacheClosedError: ...
         async def _decode(self, shard: Shard, kb: bytes, row: Row, type: Any) -> Any: ...
         async def _on_every_shard(
             self, fn: Callable[..., Any], args: tuple[Any, ...] = ()
@@ -85,7 +86,8 @@ class _WholeCache:
     async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
         if not self._ready:
             await self._ensure_open()
-        assert self._pool is not None
+        if self._pool is None:
+            raise self._closed_error()
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def count(self) -> int:

@@ -236,6 +236,60 @@ async def test_cancelled_aclose_can_be_finished(tmp_path: Path, n: int) -> None:
     assert not leaked, f"threads outlived a cancelled aclose() and a second one: {leaked}"
 
 
+_TWO_ACLOSES = """
+import asyncio, sys, tempfile
+from shardcache import AsyncCache
+
+async def main() -> None:
+    for _ in range(20):
+        cache = AsyncCache(tempfile.mkdtemp(dir=sys.argv[1]))
+        opening = asyncio.ensure_future(cache.open())
+        await asyncio.sleep(0)
+        await asyncio.wait_for(asyncio.gather(cache.aclose(), cache.aclose()), 10)
+        await asyncio.gather(opening, return_exceptions=True)
+
+asyncio.run(main())
+print("ok")
+"""
+
+
+def test_two_acloses_while_opening_tear_down_once(tmp_path: Path) -> None:
+    """Two aclose() calls racing an open: the second one, back from waiting for the open,
+    must join the first one's teardown. Two teardowns closed connections a writer thread
+    still used (SIGSEGV, or an aclose that never returned). In a child process: a crash
+    must fail this test, not kill the test run."""
+    import subprocess
+    import sys
+
+    child = subprocess.run(
+        [sys.executable, "-c", _TWO_ACLOSES, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0 and child.stdout.strip() == "ok", (
+        child.returncode,
+        child.stderr[-2000:],
+    )
+
+
+async def test_writes_racing_aclose_of_an_unopened_cache_fail_cleanly(tmp_path: Path) -> None:
+    """Writes that wait for the open while aclose() tears the cache down either commit or
+    raise CacheClosedError (never an AssertionError from a missing executor)."""
+    outcomes: set[str] = set()
+    for _ in range(15):
+        cache = AsyncCache(unique_dir(tmp_path), shards=2)
+        writes = [asyncio.ensure_future(cache.set(f"k{i}", i)) for i in range(20)]
+        writes.append(asyncio.ensure_future(cache.set_many({"m": 1})))
+        writes.append(asyncio.ensure_future(cache.clear()))
+        await asyncio.sleep(0)
+        await asyncio.wait_for(cache.aclose(), BOUND)
+        for result in await asyncio.gather(*writes, return_exceptions=True):
+            assert result is None or isinstance(result, (int, CacheClosedError)), repr(result)
+            outcomes.add(type(result).__name__)
+    assert outcomes <= {"NoneType", "int", "CacheClosedError"}
+
+
 def _stop(names: list[str]) -> None:
     for thread in threading.enumerate():
         if thread.name in names:
