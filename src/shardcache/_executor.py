@@ -49,7 +49,7 @@ _DIRECT_MAX = 4
 # 350 ms at p50. For _BUSY_HOLD seconds after such a lag every batch commits on the loop
 # thread instead, which holds the GIL already (~0.1 ms per 8-write transaction).
 _BUSY_LAG = 0.005
-_PER_WRITE = 2e-6  # of the caller's own work after queueing a write, allowed for
+_PER_WRITE = 5e-6  # of the caller's own work after queueing a write, allowed for
 _BUSY_HOLD = 1.0
 
 
