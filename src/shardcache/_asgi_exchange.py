@@ -45,7 +45,6 @@ from ._http import (
     freshen,
     not_modified,
     not_modified_headers,
-    serve_headers,
     storage_ttl,
     unconditional_headers,
     with_etag,
@@ -316,16 +315,14 @@ class Exchange:
         if decision.store and (ttl is None or ttl > 0):
             self.stored = fresh
             await middleware.store(self.key, fresh, None if ttl is None else ttl + KEEP_STALE)
-        if not_modified(self.request_headers, fresh):
-            headers = not_modified_headers(fresh, now=self.response_time)
-            status, body = 304, b""
-        else:
-            headers = serve_headers(fresh, now=self.response_time)
-            status, body = fresh.status, fresh.body if self.method == "GET" else b""
-        await self.send_downstream(
-            {"type": START, "status": status, "headers": [*headers, *middleware.miss_header]}
+        await middleware.serve(
+            self.send_downstream,
+            fresh,
+            self.method,
+            self.request_headers,
+            self.response_time,
+            middleware.miss_header,
         )
-        await self.send_downstream({"type": BODY, "body": body})
 
     def _not_storable(self, reason: str) -> None:
         if self.status not in _REQUEST_DETERMINED:

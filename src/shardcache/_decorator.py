@@ -221,8 +221,9 @@ class CachedFunction(Generic[P, R]):
         if _mark_coroutine is not None:
             _mark_coroutine(self)
         else:
-            self._wrapper_attrs.update(_coroutine_marks(func))
-            self.__dict__.update(_coroutine_marks(func))
+            marks = _coroutine_marks(func)
+            self._wrapper_attrs.update(marks)
+            self.__dict__.update(marks)
         self._func = func
         self._cache = cache
         self._ttl = ttl

@@ -309,10 +309,10 @@ class CacheMiddleware:
             now = time.time()
             verdict = decide_reuse(found, method, headers, policy, now=now).reuse
             if verdict is Reuse.FRESH:
-                await self._serve(send, found, method, headers, now)
+                await self.serve(send, found, method, headers, now)
                 return
             if verdict is Reuse.STALE_OK:
-                await self._serve(send, found, method, headers, now)
+                await self.serve(send, found, method, headers, now)
                 if request.store:
                     self._refresher.start(scope, key, found_key, policy, found)
                 return
@@ -371,22 +371,30 @@ class CacheMiddleware:
             return found if verdict.reuse is Reuse.FRESH else None
         return found  # type: ignore[no-any-return]
 
-    async def _serve(
-        self, send: Send, stored: StoredResponse, method: str, headers: Any, now: float
+    async def serve(
+        self,
+        send: Send,
+        stored: StoredResponse,
+        method: str,
+        headers: Any,
+        now: float,
+        tag: tuple[tuple[bytes, bytes], ...] | None = None,
     ) -> None:
-        """Answer from the cache: the stored response, or a 304 (RFC 9111 §4.3.2)."""
+        """Answer with a stored response, or a 304 (RFC 9111 §4.3.2), tagged ``tag``
+        (default: HIT; an exchange that revalidated it with the app passes MISS)."""
+        tag = self._hit if tag is None else tag
         if not_modified(headers, stored):
             await send(
                 {
                     "type": START,
                     "status": 304,
-                    "headers": not_modified_headers(stored, now=now) + list(self._hit),
+                    "headers": not_modified_headers(stored, now=now) + list(tag),
                 }
             )
             await send({"type": BODY, "body": b""})
             return
         response_headers = serve_headers(stored, now=now)
-        response_headers += self._hit
+        response_headers += tag
         await send({"type": START, "status": stored.status, "headers": response_headers})
         await send({"type": BODY, "body": stored.body if method == "GET" else b""})
 
@@ -471,7 +479,7 @@ class CacheMiddleware:
         if type(result) is StoredResponse:
             now = time.time()
             if decide_reuse(result, method, headers, policy, now=now).reuse is Reuse.FRESH:
-                await self._serve(send, result, method, headers, now)
+                await self.serve(send, result, method, headers, now)
                 return
         elif type(result) is str:  # another process marked it: pass from now on, here too
             self._passing.note(key)

@@ -6,7 +6,6 @@ A HEAD response is stored under GET's rules (RFC 9111 §3 allows caching it) at 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from aiohttp import web
@@ -166,22 +165,6 @@ async def test_head_entries_follow_vary(origin: Origin, make_session: MakeSessio
     assert (await fetch(session, origin.url("/vary"), "HEAD", headers={"Accept": "a/b"}))[2]
     assert not (await fetch(session, origin.url("/vary"), "HEAD", headers={"Accept": "c/d"}))[2]
     assert origin.hits["/vary"] == 2
-
-
-async def test_concurrent_heads_reach_the_origin_once(
-    origin: Origin, make_session: MakeSession
-) -> None:
-    @origin.route("/slow")
-    async def handler(request: web.Request) -> web.Response:
-        await asyncio.sleep(0.2)  # a slow origin: every unprotected request would get here
-        return web.Response(text="payload")
-
-    session = make_session()
-    results = await asyncio.gather(
-        *(fetch(session, origin.url("/slow"), "HEAD") for _ in range(20))
-    )
-    assert origin.hits["/slow"] == 1
-    assert sorted(results) == [(200, b"", False)] + [(200, b"", True)] * 19
 
 
 async def test_methods_get_only_does_not_store_heads(

@@ -157,8 +157,9 @@ async def test_vary_on_an_automatic_header_hits(origin: Origin, make_session: Ma
     assert (await fetch(session, origin.url("/gz")))[2] is True
 
 
-async def test_concurrent_gets_reach_the_origin_once(
-    origin: Origin, make_session: MakeSession
+@pytest.mark.parametrize(("method", "body"), [("GET", b"payload"), ("HEAD", b"")])
+async def test_concurrent_requests_reach_the_origin_once(
+    origin: Origin, make_session: MakeSession, method: str, body: bytes
 ) -> None:
     @origin.route("/slow")
     async def handler(request: web.Request) -> web.Response:
@@ -166,9 +167,11 @@ async def test_concurrent_gets_reach_the_origin_once(
         return web.Response(text="payload")
 
     session = make_session()
-    results = await asyncio.gather(*(fetch(session, origin.url("/slow")) for _ in range(50)))
+    results = await asyncio.gather(
+        *(fetch(session, origin.url("/slow"), method) for _ in range(50))
+    )
     assert origin.hits["/slow"] == 1
-    assert {body for _, body, _ in results} == {b"payload"}
+    assert {got for _, got, _ in results} == {body}
     assert sorted(from_cache for *_, from_cache in results) == [False] + [True] * 49
 
 
