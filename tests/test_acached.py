@@ -516,6 +516,100 @@ async def test_invalidate_and_refresh(cache: AsyncCache) -> None:
     assert await f(1) == 3
 
 
+async def test_invalidate_while_computing_the_next_call_computes_anew(cache: AsyncCache) -> None:
+    db = {"v": "old"}
+    started = asyncio.Event()
+    gate = asyncio.Event()
+
+    @acached(cache)
+    async def load() -> str:
+        value = db["v"]
+        started.set()
+        await asyncio.wait_for(gate.wait(), LONG)
+        return value
+
+    running = asyncio.create_task(load())
+    await asyncio.wait_for(started.wait(), LONG)
+    db["v"] = "new"
+    assert await load.invalidate() is False  # nothing stored yet
+    gate.set()
+    # The next call does not join the computation that began before the invalidation...
+    assert await asyncio.wait_for(load(), LONG) == "new"
+    assert await asyncio.wait_for(running, LONG) == "old"  # its own caller asked before
+    # ...and that computation did not store its older result over the newer one.
+    assert await cache.get(load.cache_key()) == "new"
+    assert await load() == "new"
+
+
+async def test_refresh_is_not_overwritten_by_an_older_computation(cache: AsyncCache) -> None:
+    db = {"v": "old"}
+    gates: list[asyncio.Event] = []
+
+    @acached(cache)
+    async def load() -> str:
+        value = db["v"]
+        gate = asyncio.Event()
+        gates.append(gate)
+        await asyncio.wait_for(gate.wait(), LONG)
+        return value
+
+    older = asyncio.create_task(load())
+    await until(lambda: _true(len(gates) == 1))
+    db["v"] = "new"
+    refreshing = asyncio.create_task(load.refresh())
+    await until(lambda: _true(len(gates) == 2))
+    gates[1].set()
+    assert await asyncio.wait_for(refreshing, LONG) == "new"
+    gates[0].set()  # the older computation ends after the refresh stored its value
+    assert await asyncio.wait_for(older, LONG) == "old"
+    assert await cache.get(load.cache_key()) == "new"
+    assert await load() == "new"
+
+
+async def test_delete_and_clear_while_computing_store_nothing_older(cache: AsyncCache) -> None:
+    for wipe in ("delete", "clear"):
+        gate = asyncio.Event()
+
+        @acached(cache, ignore=("gate",))
+        async def load(gate: asyncio.Event = gate) -> str:
+            await asyncio.wait_for(gate.wait(), LONG)
+            return "computed before the wipe"
+
+        running = asyncio.create_task(load())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        if wipe == "delete":
+            await cache.delete(load.cache_key())
+        else:
+            await cache.clear()
+        gate.set()
+        assert await asyncio.wait_for(running, LONG) == "computed before the wipe"
+        assert await cache.get(load.cache_key(), "absent") == "absent", wipe
+
+
+async def _true(condition: bool) -> bool:
+    return condition
+
+
+async def test_waiters_each_get_their_own_copy_of_a_mutable_result(cache: AsyncCache) -> None:
+    counter = Counter()
+    counter.hold()
+
+    @acached(cache)
+    async def f() -> dict[str, list[int]]:
+        await counter.enter()
+        return {"a": [1]}
+
+    tasks = [asyncio.create_task(f()) for _ in range(5)]
+    await until(lambda: waits_at_least(cache, 4))
+    counter.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), LONG)
+    assert counter.runs == 1
+    results[0]["a"].append(2)  # one caller changes its result: nobody else's changes
+    assert [r["a"] for r in results[1:]] == [[1]] * 4
+    assert len({id(r) for r in results}) == 5 and len({id(r["a"]) for r in results}) == 5
+
+
 # -- stampede protection in one process ------------------------------------------------------
 
 

@@ -559,6 +559,32 @@ async def test_stats_reset(cache: AsyncCache) -> None:
     assert after.count == 1
 
 
+async def test_stats_counters_survive_reopen_and_add_up_across_instances(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "c"
+    async with AsyncCache(directory) as first:
+        await first.set("a", 1)
+        await first.get("a")
+        await first.get("b")
+        await first.delete("a")
+    async with AsyncCache(directory) as second, AsyncCache(directory) as third:
+        stats = await second.stats()  # the first instance's, saved when it closed
+        assert (stats.hits, stats.misses, stats.sets, stats.deletes) == (1, 1, 1, 1)
+        await second.get("x")
+        await third.set("y", 2)
+        stats = await second.stats()  # saved totals plus this instance's own
+        assert (stats.hits, stats.misses, stats.sets) == (1, 2, 1)
+    async with AsyncCache(directory) as fourth:
+        stats = await fourth.stats(reset=True)  # both closed instances added theirs
+        assert (stats.hits, stats.misses, stats.sets, stats.deletes) == (1, 2, 2, 1)
+        stats = await fourth.stats()
+        assert (stats.hits, stats.misses, stats.sets, stats.deletes) == (0, 0, 0, 0)
+    async with AsyncCache(directory) as fifth:  # the reset zeroed the saved totals too
+        stats = await fifth.stats()
+        assert (stats.hits, stats.misses, stats.sets, stats.deletes) == (0, 0, 0, 0)
+
+
 async def test_stats_counts_evictions(make_cache) -> None:
     cache = make_cache(shards=1, size_limit=20_000)
     for i in range(100):

@@ -98,6 +98,28 @@ async def test_100_concurrent_callers_one_call_and_the_stampede_waits_counter(
     assert (await cache.stats()).stampede_waits == 0
 
 
+async def test_hits_and_misses_count_in_stats(cache: AsyncCache) -> None:
+    factory = Factory(5)
+    await cache.stats(reset=True)
+    assert await cache.get_or_set("g", factory) == 5  # a miss, computed
+    assert await cache.get_or_set("g", factory) == 5  # a hit
+    assert await cache.get_or_set("g", factory) == 5  # a hit
+    stats = await cache.stats()
+    assert (stats.hits, stats.misses, stats.sets) == (2, 1, 1)
+
+
+async def test_waiters_each_get_their_own_copy(cache: AsyncCache) -> None:
+    factory = Factory({"a": [1]})
+    factory.gate.clear()
+    tasks = [asyncio.create_task(cache.get_or_set("k", factory)) for _ in range(5)]
+    await until(waits_reach(cache, 4))
+    factory.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), LONG)
+    results[0]["a"].append(2)
+    assert [r["a"] for r in results[1:]] == [[1]] * 4
+    assert await cache.get("k") == {"a": [1]}
+
+
 async def test_different_keys_compute_concurrently(cache: AsyncCache) -> None:
     a, b = Factory("a"), Factory("b")
     a.gate.clear()

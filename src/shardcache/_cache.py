@@ -33,6 +33,7 @@ from ._executor import Executor
 from ._keys import encode_key
 from ._options import Durability, Eviction, OnCorrupt, Options, check_ttl, expire_at
 from ._shard import IMMUTABLE, SLOW_READ, SLOW_READ_BACKOFF, Row, Shard, _is_busy
+from ._stampede import _flights, supersede
 from ._types import DEFAULT, NOT_NOW, TTL, Entry, Key
 
 __all__ = ["AsyncCache"]
@@ -288,6 +289,11 @@ class AsyncCache(_WholeCache):
         if executor is not None:
             # A barrier per shard: batches are FIFO, so once these resolve, all is committed.
             barriers = [executor.submit(i, ops.op_flush, ()) for i in range(self._n)]
+            # This instance's counters join the directory's saved totals (stats()): best
+            # effort, a close never fails on them.
+            counts = [(name, n) for name, n in self._own_counts().items() if n]
+            if counts:
+                barriers.append(executor.submit(0, ops.op_add_stats, (counts,)))
             await asyncio.gather(*barriers, return_exceptions=True)
             await loop.run_in_executor(None, executor.stop)
         pool, self._pool = self._pool, None
@@ -699,6 +705,8 @@ class AsyncCache(_WholeCache):
         executor = self._executor
         if executor is None:  # closed while this call waited for the open to finish
             raise self._closed_error()
+        if _flights:  # a computation of this key that began before must not overwrite it
+            supersede(self, args[0])
         await executor.write(index, ops.op_set, args, direct=not to_file)
         self._sets += 1
 
@@ -727,6 +735,8 @@ class AsyncCache(_WholeCache):
         if not self._ready:
             await self._ensure_open()
         kb, shard = self._route(key)
+        if _flights:
+            supersede(self, kb)
         deleted: bool = await self._executor_write_direct(shard.index, ops.op_delete, (kb,))
         if deleted:
             self._deletes += 1
@@ -863,6 +873,11 @@ class AsyncCache(_WholeCache):
         """
         from ._stampede import get_or_compute
 
+        # The hit first, through get(): it counts the hit or miss in stats() (as @acached
+        # does); get_or_compute reads entries without counting, stale ones included.
+        hit = await self.get(key, _MISS)
+        if hit is not _MISS:
+            return hit
         return await get_or_compute(
             self,
             key,

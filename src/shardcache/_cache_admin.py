@@ -22,6 +22,7 @@ from . import _sql as sql
 from ._errors import CacheClosedError, CacheCorruptError
 from ._keys import decode_key
 from ._maintenance import check_shards, vacuum_shards
+from ._stampede import supersede_all
 from ._types import CacheStats, CheckReport, ShardStats
 
 if TYPE_CHECKING:
@@ -50,11 +51,27 @@ class _WholeCache:
         _pool: concurrent.futures.ThreadPoolExecutor | None
 
         async def _ensure_open(self) -> None: ...
+        async def _executor_write_direct(
+            self, index: int, fn: Callable[..., Any], args: tuple[Any, ...], direct: bool = True
+        ) -> Any: ...
         def _closed_error(self) -> CacheClosedError: ...
         async def _decode(self, shard: Shard, kb: bytes, row: Row, type: Any) -> Any: ...
         async def _on_every_shard(
             self, fn: Callable[..., Any], args: tuple[Any, ...] = ()
         ) -> int: ...
+
+    def _own_counts(self) -> dict[str, int]:
+        """This instance's counters since it opened (or the last reset)."""
+        return {
+            "hits": self._hits,
+            "misses": self._misses,
+            "sets": self._sets,
+            "deletes": self._deletes,
+            "evictions": sum(s.evictions for s in self._shards) - self._evictions0,
+            "expirations": sum(s.expirations for s in self._shards) - self._expirations0,
+            "stampede_waits": self._stampede_waits,
+            "near_hits": self._near_hits,
+        }
 
     def _reset_counters(self) -> None:
         self._hits = self._misses = self._sets = self._deletes = 0
@@ -77,6 +94,7 @@ class _WholeCache:
 
     async def clear(self) -> int:
         """Delete everything; the number of live entries removed."""
+        supersede_all(self)  # computations running now must not store over the clear
         removed = await self._on_every_shard(ops.op_clear)
         for shard in self._shards:
             shard.clear_near()
@@ -108,7 +126,9 @@ class _WholeCache:
         return sum(sizes)
 
     async def stats(self, *, reset: bool = False) -> CacheStats:
-        """Counters of this process since open (or the last reset) and the cache's size."""
+        """Counters and the cache's size. The counters are the totals saved by every closed
+        instance on this directory (each adds its own when it closes) plus this instance's;
+        ``reset=True`` zeroes both."""
         if not self._ready:
             await self._ensure_open()
         now = time.time()
@@ -118,20 +138,21 @@ class _WholeCache:
             volume = await self._in_pool(_fetch_one, shard, sql.VOLUME, ())
             depth = self._executor.depth(shard.index) if self._executor else 0
             per_shard.append(ShardStats(shard.index, count, volume, depth))
+        pattern = sql.STAT_PREFIX + "%"
+        saved = dict(await self._in_pool(_fetch, self._shards[0], sql.SAVED_STATS, (pattern,)))
+        counts = {
+            name: n + int(saved.get(sql.STAT_PREFIX + name, 0))
+            for name, n in self._own_counts().items()
+        }
         result = CacheStats(
-            hits=self._hits,
-            misses=self._misses,
-            sets=self._sets,
-            deletes=self._deletes,
-            evictions=sum(s.evictions for s in self._shards) - self._evictions0,
-            expirations=sum(s.expirations for s in self._shards) - self._expirations0,
-            stampede_waits=self._stampede_waits,
+            **counts,
             count=sum(s.count for s in per_shard),
             volume=sum(s.volume for s in per_shard),
-            near_hits=self._near_hits,
             shards=per_shard,
         )
         if reset:
+            if saved:
+                await self._executor_write_direct(0, ops.op_zero_stats, ())
             self._reset_counters()
         return result
 

@@ -28,7 +28,7 @@ import msgspec
 from ._errors import CacheError, ConfigurationError
 from ._keys import encode_key
 from ._options import check_ttl
-from ._stampede import _check_lock_timeout, _warn_once, get_or_compute
+from ._stampede import _check_lock_timeout, _warn_once, get_or_compute, supersede
 from ._types import DEFAULT, NOT_NOW, TTL, CacheBackend, Key
 
 __all__ = ["BoundCachedFunction", "CachedFunction", "acached", "default_cache"]
@@ -426,17 +426,25 @@ class CachedFunction(Generic[P, R]):
     async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Delete the cached result of this call; True if there was one.
 
-        Unlike a call, this is cache management: a failing cache raises.
+        Unlike a call, this is cache management: a failing cache raises. A computation of
+        this call already running does not store its (older) result, and the next call
+        does not join it.
         """
-        return await self.cache.delete(self.cache_key(*args, **kwargs))
+        key = self.cache_key(*args, **kwargs)
+        cache = self.cache
+        supersede(cache, encode_key(key))  # any backend: AsyncCache.delete does it too
+        return await cache.delete(key)
 
     async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Call the function now and store its result, whatever is cached (fail open)."""
+        """Call the function now and store its result, whatever is cached (fail open).
+
+        A computation of this call that began earlier does not store over it."""
         key = self.cache_key(*args, **kwargs)
         value = await self._func(*args, **kwargs)
         if self._cache_if is None or self._cache_if(value):
             try:
                 cache = self.cache
+                supersede(cache, encode_key(key))  # any backend: AsyncCache.set does it too
                 await cache.set(key, value, ttl=self._ttl, tag=self._tag, stale_ttl=self._stale_ttl)
             except Exception as exc:
                 _warn_once("write", exc, self._cache)

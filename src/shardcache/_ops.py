@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "op_add",
+    "op_add_stats",
     "op_clear",
     "op_delete",
     "op_drop_misfit",
@@ -36,6 +37,7 @@ __all__ = [
     "op_set",
     "op_set_rows",
     "op_touch",
+    "op_zero_stats",
 ]
 
 
@@ -264,6 +266,18 @@ def op_release(shard: Shard, cur: sqlite3.Cursor, batch: _Batch, key: bytes, own
 def op_flush(shard: Shard, cur: sqlite3.Cursor, batch: _Batch) -> int:
     """Nothing of its own (0): the batch flushes buffered access bookkeeping and the trash."""
     return 0
+
+
+def op_add_stats(
+    shard: Shard, cur: sqlite3.Cursor, batch: _Batch, counts: list[tuple[str, int]]
+) -> None:
+    """Add an instance's counters to the directory's saved totals (``stats()``)."""
+    cur.executemany(sql.ADD_STAT, [(sql.STAT_PREFIX + name, n) for name, n in counts])
+
+
+def op_zero_stats(shard: Shard, cur: sqlite3.Cursor, batch: _Batch) -> None:
+    """``stats(reset=True)``: zero the saved totals."""
+    cur.execute(sql.ZERO_STATS, (sql.STAT_PREFIX + "%",))
 
 
 def op_drop_misfit(

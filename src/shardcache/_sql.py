@@ -139,6 +139,14 @@ CLEAR: Final = "DELETE FROM entries WHERE expire_time IS NULL OR expire_time > ?
 CLEAR_ALL: Final = "DELETE FROM entries"
 APPEND_CHANGE: Final = "INSERT INTO changes (keys) VALUES (?)"
 PRUNE_CHANGES: Final = "DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?"
+# stats() counters saved across instances: one settings row per counter, in shard 0.
+STAT_PREFIX: Final = "stat."
+ADD_STAT: Final = (
+    "INSERT INTO settings (name, value) VALUES (?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
+)
+ZERO_STATS: Final = "UPDATE settings SET value = 0 WHERE name LIKE ?"
+SAVED_STATS: Final = "SELECT name, value FROM settings WHERE name LIKE ?"
 TRASH: Final = "SELECT rowid, file FROM trash"
 EMPTY_TRASH: Final = "DELETE FROM trash WHERE rowid = ? AND file = ?"
 TOUCH_ACCESS: Final = (

@@ -32,6 +32,7 @@ per cause and the function is still called: the caller never sees the cache's ex
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import logging
 import math
@@ -46,7 +47,7 @@ from ._errors import CacheTimeoutError, ConfigurationError
 from ._keys import encode_key
 from ._types import DEFAULT, MISSING, TTL, CacheBackend, Entry, Key
 
-__all__ = ["get_or_compute"]
+__all__ = ["get_or_compute", "supersede", "supersede_all"]
 
 logger = logging.getLogger("shardcache")
 
@@ -85,6 +86,8 @@ class _Job:
         "key",
         "lock_timeout",
         "stale_ttl",
+        "storing",
+        "superseded",
         "tag",
         "ttl",
         "type",
@@ -115,19 +118,23 @@ class _Job:
         self.cache_if = cache_if
         self.fail_open = fail_open
         self.type = type
+        self.superseded = False  # the key was written or deleted since: do not store
+        self.storing = False  # its own result is on its way to the cache
 
 
 class _Flight:
     """One in-process computation of a key, shared by every caller that wants it."""
 
-    __slots__ = ("background", "task", "waiters")
+    __slots__ = ("background", "job", "task", "waiters")
 
-    def __init__(self, task: asyncio.Task[Any], background: bool) -> None:
+    def __init__(self, task: asyncio.Task[Any], background: bool, job: _Job) -> None:
         self.task = task
         self.background = background
+        self.job = job
         self.waiters = 0
 
 
+_SCALARS: Final = frozenset({type(None), bool, int, float, str, bytes, complex})
 _FlightKey = tuple[int, int, bytes]
 _flights: dict[_FlightKey, _Flight] = {}
 # Recent compute durations per key, for the probabilistic early refresh (XFetch).
@@ -229,7 +236,7 @@ def _flight(
     if flight is not None and not flight.task.done():
         return flight, False
     task = loop.create_task(_fill(job, background=background, seen=seen, cache_ok=cache_ok))
-    flight = _Flight(task, background)
+    flight = _Flight(task, background, job)
     _flights[fkey] = flight
     task.add_done_callback(functools.partial(_landed, fkey, flight, job.key))
     if background:
@@ -252,6 +259,29 @@ def _landed(fkey: _FlightKey, flight: _Flight, key: Key, task: asyncio.Task[Any]
             key,
             exc_info=exc,
         )
+
+
+def supersede(backend: Any, kb: bytes) -> None:
+    """The key (encoded: ``kb``) was just set, deleted, invalidated or refreshed: a
+    computation of it already running in this loop started from older data. It must not
+    store its result over the newer state, and later calls must not join it. (Its own
+    callers still get its result: they asked before.) One that is storing already is left
+    alone: its write is queued ahead of this one, which therefore wins."""
+    if not _flights:
+        return
+    fkey = (id(asyncio.get_running_loop()), id(backend), kb)
+    flight = _flights.get(fkey)
+    if flight is not None and not flight.job.storing:
+        flight.job.superseded = True
+        del _flights[fkey]
+
+
+def supersede_all(backend: Any) -> None:
+    """:func:`supersede` for every key of ``backend`` (``clear``)."""
+    for fkey, flight in list(_flights.items()):
+        if fkey[1] == id(backend) and not flight.job.storing:
+            flight.job.superseded = True
+            del _flights[fkey]
 
 
 def _forget(flight: _Flight) -> None:
@@ -303,6 +333,17 @@ async def _wait(job: _Job, *, cache_ok: bool) -> Any:
         value = task.result()
         if value is MISSING:
             continue  # a background refresh that left the work to another process
+        # The function's own object goes to the caller that started the flight; every
+        # other caller gets a copy, as a hit decodes one: changing it changes nobody else's.
+        return value if leader else _own_copy(value)
+
+
+def _own_copy(value: Any) -> Any:
+    if value.__class__ in _SCALARS:
+        return value
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # not copyable (it was not stored either, then): share it
         return value
 
 
@@ -410,8 +451,9 @@ async def _compute(job: _Job, *, store: bool) -> Any:
     if len(_durations) > 10_000:
         _durations.clear()
     _durations[(id(job.backend), job.kb)] = loop.time() - started
-    if not store or (job.cache_if is not None and not job.cache_if(value)):
+    if not store or job.superseded or (job.cache_if is not None and not job.cache_if(value)):
         return value
+    job.storing = True
     try:
         await job.backend.set(job.key, value, ttl=job.ttl, tag=job.tag, stale_ttl=job.stale_ttl)
     except Exception as exc:

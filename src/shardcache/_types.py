@@ -76,8 +76,11 @@ class ShardStats(msgspec.Struct, frozen=True):
 class CacheStats(msgspec.Struct, frozen=True):
     """Counters and sizes returned by :meth:`AsyncCache.stats`.
 
-    Counters count since the cache was opened (or since ``stats(reset=True)``) in this
-    process; ``count`` and ``volume`` describe the whole cache as every process sees it.
+    The counters survive reopening: each instance adds its own to totals saved in the
+    directory when it closes (``aclose``), and ``stats()`` shows those totals plus this
+    instance's counts since it opened. ``stats(reset=True)`` zeroes both. An instance that
+    never closes (a killed process) loses its unsaved counts. ``count`` and ``volume``
+    describe the whole cache as every process sees it.
     """
 
     hits: int
