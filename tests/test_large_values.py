@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import sqlite3
 import sys
 import threading
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,25 @@ async def test_large_values_round_trip_through_files(
     }
     assert dict([item async for item in cache.items()]) == {**LARGE_VALUES, "small": b"s" * 100}
     assert_files_match_rows(cache_dir)
+
+
+async def test_no_large_value_stays_in_memory_after_its_write(make_cache: MakeCache) -> None:
+    """The writer thread keeps nothing of a committed batch while it waits for the next
+    one: a scraper's 20 MB download is not held until the cache closes."""
+    cache = make_cache()
+    await cache.set("warm", 1)
+    tracemalloc.start()
+    try:
+        for i in range(2):
+            value = os.urandom(20_000_000)
+            await cache.set(f"big{i}", value)
+            del value
+            gc.collect()
+            held, _ = tracemalloc.get_traced_memory()
+            assert held < 5_000_000, f"{held:,} bytes still held after write {i}"
+    finally:
+        tracemalloc.stop()
+    assert len(await cache.get("big1")) == 20_000_000
 
 
 async def test_only_values_above_the_threshold_get_a_file(

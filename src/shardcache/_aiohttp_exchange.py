@@ -14,8 +14,9 @@ A HEAD is answered from the GET entry while that may be reused (RFC 9110 §9.3.2
 its own HEAD entry (``head_key``), which goes through the same loop: a HEAD response is
 stored under GET's rules but never at the GET key, since it has no body to answer a GET.
 
-A :class:`~shardcache.CacheError` never reaches the caller: it is logged once per cause and
-the request goes to the origin without the cache.
+A cache failure never reaches the caller, whatever the backend raises (a
+:class:`~shardcache.CacheError`, or a third-party backend's own connection errors): it is
+logged once per cause and the request goes to the origin without the cache.
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ from aiohttp.typedefs import StrOrURL
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ._aiohttp_response import CachedResponse
+from ._aiohttp_response import CachedResponse, refill_content
 from ._aiohttp_storage import Found, head_key, invalidate, lookup, store
-from ._errors import CacheError
 from ._http import (
     ORIGIN_ERROR_STATUSES,
     CachePolicy,
@@ -175,7 +175,7 @@ class HttpCache:
         if call.decision.lookup:
             try:
                 found = await self._lookup(call)
-            except CacheError as exc:
+            except Exception as exc:  # any backend's failure: fail open
                 self._warn(exc)
                 healthy = False
         if found is not None:
@@ -226,7 +226,7 @@ class HttpCache:
                 await invalidate(self.cache, keys)
         except ValueError:
             return
-        except CacheError as exc:
+        except Exception as exc:  # any backend's failure: fail open
             self._warn(exc)
 
     async def _lookup(self, call: Call) -> Found | None:
@@ -260,7 +260,7 @@ class HttpCache:
         """A response another caller (in any process) has just stored."""
         try:
             found = await self._lookup(call)
-        except CacheError as exc:
+        except Exception as exc:  # any backend's failure: fail open
             self._warn(exc)
             return None
         if found is None:
@@ -393,7 +393,7 @@ class HttpCache:
                 await store(self.cache, found.primary, fresh, ttl=ttl)
                 return outcome, True
             await invalidate(self.cache, [found.primary])  # e.g. the 304 said no-store
-        except CacheError as exc:
+        except Exception as exc:  # any backend's failure: fail open
             self._warn(exc)
         return outcome, False
 
@@ -416,6 +416,8 @@ class HttpCache:
             if limit is not None and (response.content_length or 0) > limit:
                 return None  # unread: the caller streams it from the network untouched
             body = await response.read()
+            # read() drained the stream: the caller may read it as a stream too.
+            refill_content(response, body)
             if limit is not None and len(body) > limit:
                 return None
         stored = build_stored_response(
@@ -435,7 +437,7 @@ class HttpCache:
             # redirects led elsewhere, becomes an alias of it.
             where = _final_key(call, response)
             await store(self.cache, where, stored, ttl=ttl, aliases=(call.key,))
-        except CacheError as exc:
+        except Exception as exc:  # any backend's failure: fail open
             self._warn(exc)
             return None
         return stored
@@ -495,7 +497,7 @@ class HttpCache:
         if produced and outcome.response is not None:
             outcome.response.release()
 
-    def _warn(self, exc: CacheError) -> None:
+    def _warn(self, exc: Exception) -> None:
         cause = type(exc).__name__
         if cause not in self._warned:
             self._warned.add(cause)

@@ -116,6 +116,22 @@ def _target(url: str, *, with_scheme: bool) -> str:
     return f"{scheme}://{target}" if with_scheme else target
 
 
+def _without_port(target: str) -> str:
+    """``host[:port]/path`` (or with a scheme) without the port."""
+    scheme, sep, rest = target.rpartition("://")
+    authority, slash, path = rest.partition("/")
+    bracket = authority.rfind("]")  # an IPv6 literal has colons of its own
+    colon = authority.rfind(":")
+    if colon > bracket:
+        authority = authority[:colon]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
+def _names_port(glob: str) -> bool:
+    authority = glob.rpartition("://")[2].partition("/")[0]
+    return ":" in authority[authority.rfind("]") + 1 :]
+
+
 def _pattern(pattern: Any) -> str:
     if not isinstance(pattern, str) or not pattern.strip():
         raise ConfigurationError(f"urls_ttl: pattern {pattern!r} must be a non-empty str")
@@ -140,11 +156,11 @@ class UrlRules:
     ) -> None:
         if not isinstance(urls_ttl, Mapping):
             raise ConfigurationError(f"urls_ttl={urls_ttl!r}: expected a mapping of pattern -> ttl")
-        self._rules: list[tuple[str, bool, CachePolicy | None]] = []
+        self._rules: list[tuple[str, bool, bool, CachePolicy | None]] = []
         for pattern, ttl in urls_ttl.items():
             glob = _pattern(pattern)
             seconds = check_ttl(ttl, f"urls_ttl[{pattern!r}]")
-            self._rules.append((glob, "://" in glob, make_policy(seconds)))
+            self._rules.append((glob, "://" in glob, _names_port(glob), make_policy(seconds)))
         self._default = default
 
     def policy_for(self, url: str) -> CachePolicy | None:
@@ -154,13 +170,16 @@ class UrlRules:
         """
         if not self._rules:
             return self._default
-        bare = _target(url, with_scheme=False)
-        full: str | None = None
-        for glob, with_scheme, policy in self._rules:
-            if with_scheme:
-                full = full or _target(url, with_scheme=True)
-                if fnmatchcase(full, glob):
-                    return policy
-            elif fnmatchcase(bare, glob):
+        full = _target(url, with_scheme=True)
+        # A pattern that names no port matches the URL on any port ("example.com/api/*"
+        # also covers example.com:8443); one that names a port, only that port.
+        targets = {
+            (True, True): full,
+            (True, False): _without_port(full),
+            (False, True): full.partition("://")[2],
+            (False, False): _without_port(full).partition("://")[2],
+        }
+        for glob, with_scheme, with_port, policy in self._rules:
+            if fnmatchcase(targets[with_scheme, with_port], glob):
                 return policy
         return self._default

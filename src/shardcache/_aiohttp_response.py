@@ -24,7 +24,7 @@ from aiohttp.base_protocol import BaseProtocol
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-__all__ = ["CachedResponse", "decode_headers"]
+__all__ = ["CachedResponse", "decode_headers", "refill_content"]
 
 # A stream that holds the whole body never pauses its (absent) transport: its limit is
 # at least the body size, so StreamReader never calls protocol.pause_reading().
@@ -39,6 +39,21 @@ def decode_headers(raw: Sequence[tuple[bytes, bytes]]) -> CIMultiDictProxy[str]:
             for name, value in raw
         )
     )
+
+
+def _stream_of(body: bytes, loop: asyncio.AbstractEventLoop) -> aiohttp.StreamReader:
+    """A finished stream that yields ``body`` (the same bytes object: nothing is copied)."""
+    stream = aiohttp.StreamReader(BaseProtocol(loop), max(_STREAM_LIMIT, len(body)), loop=loop)
+    if body:
+        stream.feed_data(body)
+    stream.feed_eof()
+    return stream
+
+
+def refill_content(response: aiohttp.ClientResponse, body: bytes) -> None:
+    """After ``read()`` took the body for storing: ``response.content`` yields it again, so
+    a caller that streams (``content.read()``, ``iter_chunked``) gets the whole body."""
+    response.content = _stream_of(body, asyncio.get_running_loop())
 
 
 class CachedResponse(aiohttp.ClientResponse):
@@ -94,10 +109,6 @@ class CachedResponse(aiohttp.ClientResponse):
             self._raw_cookie_headers = tuple(cookies)
         self._body = body
         # The stream and _body share one bytes object: nothing is copied.
-        stream = aiohttp.StreamReader(BaseProtocol(loop), max(_STREAM_LIMIT, len(body)), loop=loop)
-        if body:
-            stream.feed_data(body)
-        stream.feed_eof()
-        self.content = stream
+        self.content = _stream_of(body, loop)
         self.from_cache = True
         return self

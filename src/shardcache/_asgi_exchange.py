@@ -220,12 +220,33 @@ class Exchange:
                 self.method, self.request_headers, status, headers, self.policy
             ).store:
                 length = first_header(headers, b"content-length")
-                if length is None or not _exceeds(length, self.middleware.max_body_size):
+                if length is not None and _exceeds(length, self.middleware.max_body_size):
+                    self._not_storable(TOO_LARGE)
+                elif self._stale_on_arrival(status, headers):
+                    # Decided now, not after the body: a stream that will not be stored
+                    # (no-cache, max-age=0, no freshness with ttl=0: an SSE endpoint)
+                    # reaches its client as it comes, not at its end.
+                    self._not_storable(PASS_PREFIX + "the response is stale on arrival")
+                else:
                     self.state = _BUFFER
                     return
-                self._not_storable(TOO_LARGE)
         self.state = _PASS
         await self.send_downstream(self.middleware.tag_miss(message, headers))
+
+    def _stale_on_arrival(self, status: int, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether the response would be stale once stored: its freshness depends on the
+        status and header fields only, never on the body."""
+        probe = build_stored_response(
+            request_headers=self.request_headers,
+            status=status,
+            headers=headers,
+            body=b"",
+            request_time=self.request_time,
+            response_time=self.response_time,
+            policy=self.policy,
+        )
+        ttl = storage_ttl(probe, self.policy, now=self.response_time, revalidate=False)
+        return ttl is not None and ttl <= 0
 
     async def _flush(self, *, more_body: bool) -> None:
         """Give up buffering: forward the held start and the body so far."""

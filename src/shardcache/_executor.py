@@ -110,47 +110,54 @@ class _Worker(threading.Thread):
                 batch, self.pending = self.pending, {}
                 self.inflight = frozenset(batch)
                 self.busy = True
-            done: list[Op] = []
-            committed_ops: dict[Shard, list[Op]] = {}
-            retry: dict[int, list[Op]] = {}
-            for index, ops in batch.items():
-                # A caller cancelled before its write began: skip it, so a cancelled write
-                # either fully happened or not at all.
-                live = [op for op in ops if not op.future.cancelled()]
-                if not live:
-                    continue
-                shard = self.shards[index]
-                assert shard.writer is not None
-                try:
-                    committed = shard.run_batch(shard.writer, live, requeue_busy=True)
-                except BaseException as exc:  # never let the writer thread die
-                    shard._fail_all(live, exc)
-                    committed = True
-                if committed:
-                    done.extend(live)
-                    committed_ops[shard] = live
-                    self.checkpointer.wrote(shard)
-                    continue
-                # Locked by another process: let the other shards' writes go first, retry
-                # this one on the next round, and give up after LOCK_WAIT.
-                now = time.monotonic()
-                expired = [op for op in live if op.deadline and now > op.deadline]
-                for op in live:
-                    op.deadline = op.deadline or now + LOCK_WAIT
-                if expired:
-                    shard._fail_all(expired, sqlite3.OperationalError("database is locked"))
-                    done.extend(expired)
-                retry[index] = [op for op in live if op not in expired]
-            if self.syncer is not None and committed_ops:
-                self.syncer.sync(committed_ops)
-            with self.cond:
-                # Before the answers go out: a write they lead to may then commit directly
-                # on the loop thread, and must find an older retried write still queued.
-                for index, ops in retry.items():
-                    self.pending[index] = ops + self.pending.get(index, [])
-                self.inflight = frozenset()
-            _dispatch(done)
-            self._restart_long_wals(batch)
+            self._round(batch)
+            # The ops hold their encoded values: none may outlive its round while this
+            # thread waits for the next one (a 50 MB download would stay in memory).
+            del batch
+
+    def _round(self, batch: dict[int, list[Op]]) -> None:
+        """Commit one batch, shard by shard, and answer its callers."""
+        done: list[Op] = []
+        committed_ops: dict[Shard, list[Op]] = {}
+        retry: dict[int, list[Op]] = {}
+        for index, ops in batch.items():
+            # A caller cancelled before its write began: skip it, so a cancelled write
+            # either fully happened or not at all.
+            live = [op for op in ops if not op.future.cancelled()]
+            if not live:
+                continue
+            shard = self.shards[index]
+            assert shard.writer is not None
+            try:
+                committed = shard.run_batch(shard.writer, live, requeue_busy=True)
+            except BaseException as exc:  # never let the writer thread die
+                shard._fail_all(live, exc)
+                committed = True
+            if committed:
+                done.extend(live)
+                committed_ops[shard] = live
+                self.checkpointer.wrote(shard)
+                continue
+            # Locked by another process: let the other shards' writes go first, retry
+            # this one on the next round, and give up after LOCK_WAIT.
+            now = time.monotonic()
+            expired = [op for op in live if op.deadline and now > op.deadline]
+            for op in live:
+                op.deadline = op.deadline or now + LOCK_WAIT
+            if expired:
+                shard._fail_all(expired, sqlite3.OperationalError("database is locked"))
+                done.extend(expired)
+            retry[index] = [op for op in live if op not in expired]
+        if self.syncer is not None and committed_ops:
+            self.syncer.sync(committed_ops)
+        with self.cond:
+            # Before the answers go out: a write they lead to may then commit directly
+            # on the loop thread, and must find an older retried write still queued.
+            for index, ops in retry.items():
+                self.pending[index] = ops + self.pending.get(index, [])
+            self.inflight = frozenset()
+        _dispatch(done)
+        self._restart_long_wals(batch)
 
     def _restart_long_wals(self, batch: dict[int, list[Op]]) -> None:
         """Restart a shard's WAL once it passes WAL_LIMIT, here between batches.

@@ -99,6 +99,14 @@ DEFAULT_STATUSES: Final = HEURISTICALLY_CACHEABLE_STATUSES - {501}
 _SLOT: Final[Any] = StoredResponse | list[str] | str
 _PROBE_INTERVAL: Final = 1.0  # seconds between storability checks of a "pass" URL
 _HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2 token
+_NEVER: Final = frozenset({"no-cache", "no-store"})  # rules values meaning "never cache"
+
+
+class _Unset:
+    """``cache_header`` not given (``None`` means "no header")."""
+
+
+_UNSET: Final = _Unset()
 
 
 class CacheMiddleware:
@@ -114,7 +122,7 @@ class CacheMiddleware:
     ``s-maxage`` response; for a request with ``Cookie`` only a response with explicit
     freshness, or one that varies on ``Cookie``). It is fresh for ``s-maxage``, else
     ``max-age``, else ``Expires``, else ``ttl``. ``HEAD`` is answered from the ``GET``
-    entry. Responses get ``Age`` and the ``cache_header`` (``HIT``/``MISS``).
+    entry. Responses get ``Age`` and the ``header`` (``HIT``/``MISS``).
 
     Options (keyword-only):
 
@@ -129,7 +137,8 @@ class CacheMiddleware:
     * ``key`` -- ``key(scope, default_key)`` returns the primary key to use (``None``:
       do not cache this request); the default key is method + scheme + host + path +
       query. Also applied to the keys an unsafe request invalidates.
-    * ``cache_header`` -- the response header saying ``HIT`` or ``MISS``; ``None``: none.
+    * ``header`` -- the response header saying ``HIT`` or ``MISS`` (default ``X-Cache``);
+      ``None``: none. ``cache_header`` is another name for it.
     * ``cache_private`` -- store ``Cache-Control: private`` responses too (only when every
       client may see every response, e.g. behind a per-user cache key).
     * ``cookies`` -- ``"explicit"`` (default): a request with ``Cookie`` is answered from
@@ -142,7 +151,7 @@ class CacheMiddleware:
       an app can give the shared caches in front of it (this one included) other rules
       than browsers. The field is passed on unchanged; ``()`` ignores them.
     * ``rules`` -- ``{path glob: ttl}``, first match wins: the ``ttl`` for matching paths;
-      ``0`` means "never cache these paths".
+      ``0``, ``"no-cache"`` or ``"no-store"`` means "never cache these paths".
     * ``pass_ttl`` -- seconds to remember that a URL's response may not be stored, so that
       its requests go straight to the app instead of waiting on each other; ``0``: never.
     * ``lock_timeout`` -- the longest a request waits for another one to compute the same
@@ -159,19 +168,32 @@ class CacheMiddleware:
         statuses: Iterable[int] = DEFAULT_STATUSES,
         max_body_size: int = 2**20,
         key: KeyFunction | None = None,
-        cache_header: str | None = "X-Cache",
+        header: str | None = "X-Cache",
         cache_private: bool = False,
         cookies: Literal["explicit", "ignore"] = "explicit",
         targeted_fields: Iterable[str] = ("CDN-Cache-Control",),
-        rules: Mapping[str, float | None] | None = None,
+        rules: Mapping[str, float | str | None] | None = None,
         pass_ttl: float = 30.0,
         lock_timeout: float = 10.0,
+        cache_header: str | _Unset | None = _UNSET,
     ) -> None:
         if not isinstance(cache, CacheBackend):
             raise TypeError(
                 f"cache must implement shardcache.CacheBackend (an AsyncCache), "
                 f"got {type(cache).__name__}"
             )
+        if not isinstance(cache_header, _Unset):
+            if header != "X-Cache" and header != cache_header:
+                raise ConfigurationError("header= and cache_header= name the same option")
+            header = cache_header
+        if header is not None and not (isinstance(header, str) and _HEADER_NAME.fullmatch(header)):
+            raise ConfigurationError(f"header={header!r}: not a header name (or None)")
+        if key is not None and not callable(key):
+            raise ConfigurationError(f"key={key!r}: expected a callable(scope, key) or None")
+        if type(cache_private) is not bool:
+            raise ConfigurationError(f"cache_private={cache_private!r}: expected True or False")
+        if isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
+            raise ConfigurationError(f"methods={methods!r}: expected a sequence of method names")
         methods = frozenset(method.upper() for method in methods)
         if not methods <= LOOKUP_METHODS:
             raise ConfigurationError(
@@ -181,8 +203,6 @@ class CacheMiddleware:
             raise ConfigurationError(f"max_body_size={max_body_size!r}: expected an int >= 0")
         if cookies not in ("explicit", "ignore"):
             raise ConfigurationError(f"cookies={cookies!r}: expected 'explicit' or 'ignore'")
-        if cache_header is not None and not _HEADER_NAME.fullmatch(cache_header):
-            raise ConfigurationError(f"cache_header={cache_header!r}: not a header name")
         fields = () if isinstance(targeted_fields, str) else tuple(targeted_fields)
         if isinstance(targeted_fields, str) or not all(
             isinstance(field, str) and _HEADER_NAME.fullmatch(field) for field in fields
@@ -191,9 +211,11 @@ class CacheMiddleware:
                 f"targeted_fields={targeted_fields!r}: expected a sequence of header names"
             )
         targeted = tuple(field.lower().encode("latin-1") for field in fields)
-        if not (pass_ttl >= 0 and math.isfinite(pass_ttl)):
+        if type(pass_ttl) not in (int, float) or not (pass_ttl >= 0 and math.isfinite(pass_ttl)):
             raise ConfigurationError(f"pass_ttl={pass_ttl!r}: expected seconds >= 0")
-        if not (lock_timeout > 0 and math.isfinite(lock_timeout)):
+        if type(lock_timeout) not in (int, float) or not (
+            lock_timeout > 0 and math.isfinite(lock_timeout)
+        ):
             raise ConfigurationError(f"lock_timeout={lock_timeout!r}: expected seconds > 0")
         self.app = app
         self.cache = cache
@@ -202,17 +224,23 @@ class CacheMiddleware:
         self._pass_ttl = pass_ttl
         self._lock_timeout = lock_timeout
         self._policy = self._make_policy(ttl, statuses, cache_private, cookies, targeted)
-        rule_policies = [
-            (
-                re.compile(fnmatch.translate(pattern)),
-                None
-                if rule_ttl == 0
-                else self._make_policy(rule_ttl, statuses, cache_private, cookies, targeted),
+        if rules is not None and not isinstance(rules, Mapping):
+            raise ConfigurationError(f"rules={rules!r}: expected a mapping {{path glob: ttl}}")
+        rule_policies = []
+        for pattern, rule_ttl in (rules or {}).items():
+            if not isinstance(pattern, str):
+                raise ConfigurationError(f"rules: {pattern!r} is not a path glob (a str)")
+            never = rule_ttl in _NEVER if isinstance(rule_ttl, str) else rule_ttl == 0
+            rule_policies.append(
+                (
+                    re.compile(fnmatch.translate(pattern)),
+                    None
+                    if never
+                    else self._make_policy(rule_ttl, statuses, cache_private, cookies, targeted),
+                )
             )
-            for pattern, rule_ttl in (rules or {}).items()
-        ]
         self._routing = Routing(self._policy, rule_policies, key)
-        name = None if cache_header is None else cache_header.lower().encode("latin-1")
+        name = None if header is None else header.lower().encode("latin-1")
         #: The lowercase name of the HIT/MISS header, never stored with a response.
         self.cache_header_name = name
         self._hit: tuple[tuple[bytes, bytes], ...] = () if name is None else ((name, b"HIT"),)
@@ -226,14 +254,19 @@ class CacheMiddleware:
 
     @staticmethod
     def _make_policy(
-        ttl: float | None,
+        ttl: Any,
         statuses: Iterable[int],
         cache_private: bool,
         cookies: str,
         targeted: tuple[bytes, ...],
     ) -> CachePolicy:
-        if ttl is not None and not (ttl >= 0 and math.isfinite(ttl)):
+        if ttl is not None and (
+            type(ttl) not in (int, float) or not (ttl >= 0 and math.isfinite(ttl))
+        ):
             raise ConfigurationError(f"ttl={ttl!r}: expected seconds >= 0, or None (forever)")
+        statuses = list(statuses)
+        if not all(type(s) is int and 100 <= s <= 599 for s in statuses):
+            raise ConfigurationError(f"statuses={statuses!r}: expected HTTP status codes (ints)")
         return CachePolicy(
             shared=True,
             default_ttl=None if ttl is None else float(ttl),

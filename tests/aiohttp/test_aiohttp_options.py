@@ -64,6 +64,8 @@ async def test_cache_must_be_a_backend() -> None:
         ("https://example.com/about", None),  # "example.com" = the whole host, 0 = no cache
         ("http://localhost:8080/static/app.js", 5.0),
         ("http://localhost:8081/static/app.js", 1.0),  # no pattern: ttl
+        ("https://a.example.com:8443/api/v1", 60.0),  # a pattern without a port: any port
+        ("https://docs.example.org:8443/x", 7.0),
         ("https://docs.example.org/x", 7.0),
         ("http://docs.example.org/x", 1.0),  # the pattern names https only
     ],

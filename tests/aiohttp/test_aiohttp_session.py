@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -316,6 +317,56 @@ async def test_a_closed_cache_passes_through_with_one_warning(
     warnings = [r for r in caplog.records if r.name.startswith("shardcache")]
     assert len(warnings) == 1
     assert "CacheClosedError" in warnings[0].getMessage()
+
+
+class _FailingBackend:
+    """A third-party backend whose every call fails with its own (non-shardcache) error."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __getattr__(self, name: str) -> Any:
+        async def fail(*args: Any, **kwargs: Any) -> Any:
+            raise self.error
+
+        return fail
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError(28, "No space left on device"), ConnectionError("redis down"), RuntimeError("bug")],
+    ids=["oserror", "connection", "runtime"],
+)
+async def test_any_backend_failure_passes_through(
+    origin: Origin, make_session: MakeSession, error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    counting(origin, "/f")
+    session = make_session(cache=_FailingBackend(error))
+    with caplog.at_level(logging.WARNING, logger="shardcache"):
+        assert await fetch(session, origin.url("/f")) == (200, b"v1", False)
+        assert await fetch(session, origin.url("/f")) == (200, b"v2", False)
+        await fetch(session, origin.url("/f"), "POST")  # the invalidation fails open too
+    assert origin.hits["/f"] == 3
+    assert any(type(error).__name__ in r.getMessage() for r in caplog.records)
+
+
+async def test_the_first_fetch_can_be_read_as_a_stream(
+    origin: Origin, make_session: MakeSession
+) -> None:
+    payload = bytes(range(256)) * 50
+
+    @origin.route("/stream")
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=payload, headers={"Cache-Control": "max-age=60"})
+
+    session = make_session()
+    for from_cache in (False, True):  # stored on the way (read for storing), then a hit
+        async with session.get(origin.url("/stream")) as resp:
+            assert resp.from_cache is from_cache
+            chunks = [chunk async for chunk in resp.content.iter_chunked(1000)]
+            assert b"".join(chunks) == payload
+            assert await resp.read() == payload
+    assert origin.hits["/stream"] == 1
 
 
 async def test_only_if_cached_miss_is_504(origin: Origin, make_session: MakeSession) -> None:

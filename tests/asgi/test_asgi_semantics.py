@@ -465,6 +465,57 @@ async def test_streamed_body_is_buffered_and_stored(cache: AsyncCache) -> None:
     assert hit.headers["content-length"] == "201"
 
 
+@pytest.mark.parametrize(
+    "cache_control",
+    [None, "no-cache", "max-age=0", "public, max-age=0"],
+    ids=["no-freshness-ttl-0", "no-cache", "max-age-0", "public-max-age-0"],
+)
+async def test_a_stream_that_will_not_be_stored_is_not_held_back(
+    cache: AsyncCache, cache_control: str | None
+) -> None:
+    """An event stream (no freshness, or no-cache) would be stale on arrival: each chunk
+    reaches the client as the app sends it, not when the stream ends."""
+    release = asyncio.Event()
+
+    async def events(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = [(b"content-type", b"text/event-stream")]
+        if cache_control is not None:
+            headers.append((b"cache-control", cache_control.encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        await asyncio.wait_for(release.wait(), 10)  # until the client has the first event
+        await send({"type": "http.response.body", "body": b"data: 2\n\n"})
+
+    received: list[bytes] = []
+    first = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            received.append(message.get("body", b""))
+            if b"data: 1" in b"".join(received):
+                first.set()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/events",
+        "raw_path": b"/events",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+        "server": ("testserver", 80),
+    }
+    call = asyncio.create_task(CacheMiddleware(events, cache=cache)(scope, receive, send))
+    await asyncio.wait_for(first.wait(), 10)  # held back until the end: this times out
+    release.set()
+    await asyncio.wait_for(call, 10)
+    assert b"".join(received) == b"data: 1\n\ndata: 2\n\n"
+    assert await cache.get("GET http://testserver/events") is not None  # remembered: pass
+
+
 async def test_a_body_larger_than_max_body_size_passes_through_uncached(
     cache: AsyncCache,
 ) -> None:
@@ -653,16 +704,29 @@ async def test_methods_option(cache: AsyncCache) -> None:
     assert "x-cache" not in head.headers and origin.calls["/a"] == 2
 
 
-async def test_cache_header_option(cache: AsyncCache) -> None:
+@pytest.mark.parametrize("option", ["header", "cache_header"])  # the issue's name, an alias
+async def test_header_option(cache: AsyncCache, option: str) -> None:
     origin = Origin(Reply(headers=[PUBLIC]))
-    _, http = cached(origin, cache, cache_header="X-Shardcache")
+    _, http = cached(origin, cache, **{option: "X-Shardcache"})
     async with http:
-        await http.get("/a")
-        assert (await http.get("/a")).headers["x-shardcache"] == "HIT"
-    _, quiet = cached(origin, cache, cache_header=None)
+        assert (await http.get("/a")).headers["x-shardcache"] == "MISS"
+        reply = await http.get("/a")
+        assert reply.headers["x-shardcache"] == "HIT" and "x-cache" not in reply.headers
+    _, quiet = cached(origin, cache, **{option: None})
     async with quiet:
         reply = await quiet.get("/a")
     assert "x-cache" not in reply.headers and "x-shardcache" not in reply.headers
+
+
+async def test_rules_take_no_cache_and_no_store_for_never(cache: AsyncCache) -> None:
+    origin = Origin(Reply(headers=[PUBLIC]))
+    rules = {"/admin/*": "no-cache", "/private/*": "no-store", "/*": 60}
+    _, http = cached(origin, cache, ttl=0, rules=rules)
+    async with http:
+        for path in ("/admin/a", "/private/b", "/c"):
+            await http.get(path)
+        seen = {p: (await http.get(p)).headers["x-cache"] for p in ("/admin/a", "/private/b", "/c")}
+    assert seen == {"/admin/a": "MISS", "/private/b": "MISS", "/c": "HIT"}
 
 
 @pytest.mark.parametrize(
@@ -674,9 +738,24 @@ async def test_cache_header_option(cache: AsyncCache) -> None:
         {"ttl": float("nan")},
         {"cookies": "sometimes"},
         {"cache_header": "X Cache"},
+        {"header": "X Cache"},
+        {"header": 123},
+        {"header": "X-A", "cache_header": "X-B"},
         {"pass_ttl": -1},
+        {"pass_ttl": "30"},
         {"lock_timeout": 0},
+        {"lock_timeout": "1"},
         {"rules": {"/a": -5}},
+        {"rules": {"/a": "sometimes"}},
+        {"rules": ["/a/*"]},
+        {"rules": {5: 60}},
+        {"ttl": "60"},
+        {"ttl": True},
+        {"statuses": ("200",)},
+        {"statuses": (99,)},
+        {"key": "not callable"},
+        {"cache_private": "yes"},
+        {"methods": "GET"},
     ],
 )
 async def test_bad_options_raise_configuration_error(
