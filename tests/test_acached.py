@@ -290,6 +290,18 @@ async def test_unkeyable_argument_raises_type_error_naming_it(cache: AsyncCache)
     assert counter.runs == 0  # raised before the body, before anything was stored
 
 
+async def test_unkeyable_star_arguments_are_named_by_entry(cache: AsyncCache) -> None:
+    @acached(cache)
+    async def g(x: int, *rest: object, **options: object) -> int:
+        return x
+
+    with pytest.raises(TypeError, match=r"argument 'sock' \(in \*\*options\) of type object"):
+        await g(1, sock=object())
+    with pytest.raises(TypeError, match=r"argument #1 \(in \*rest\) of type object"):
+        await g(1, 2, object())
+    assert await g(1, 2, mode="fast") == 1
+
+
 async def test_key_callable(cache: AsyncCache) -> None:
     counter = Counter()
 

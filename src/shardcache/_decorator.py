@@ -335,8 +335,24 @@ class CachedFunction(Generic[P, R]):
             try:
                 parts.append(_encode_arg(value))
             except (TypeError, ValueError, OverflowError) as exc:
+                what = repr(name)
+                kind = self._signature.parameters[name].kind
+                if (
+                    kind is inspect.Parameter.VAR_KEYWORD
+                    or kind is inspect.Parameter.VAR_POSITIONAL
+                ):
+                    # Name the entry of **kwargs / *args that fails, not the catch-all.
+                    entries = value.items() if isinstance(value, dict) else enumerate(value)
+                    for entry, item in entries:
+                        try:
+                            _encode_arg(item)
+                        except (TypeError, ValueError, OverflowError):
+                            star = "**" if isinstance(value, dict) else "*"
+                            where = repr(entry) if star == "**" else f"#{entry}"
+                            what, value = f"{where} (in {star}{name})", item
+                            break
                 raise TypeError(
-                    f"{self._name}(): argument {name!r} of type {builtins.type(value).__name__} "
+                    f"{self._name}(): argument {what} of type {builtins.type(value).__name__} "
                     f"cannot be part of a cache key ({exc}); pass key= or ignore=({name!r},)"
                 ) from None
         digest = hashlib.blake2b(_arg_encoder.encode(parts), digest_size=16).hexdigest()
