@@ -93,6 +93,7 @@ VIEWS: dict[str, View] = {
             Column("lag p99.9", "lag_p999_us", _us),
             Column("lag max", "lag_max_us", _us),
             Column("load ops/s", "load_ops_per_s", _ops),
+            Column("load fail", "load_failed_writes", _count),
             MISS,
             FAIL,
         ),
@@ -306,22 +307,21 @@ def targets_text(verdicts: Sequence[Verdict], loops: Sequence[str]) -> list[str]
     return out
 
 
+# Every one must be 0; load_failed_writes: a background load's (loophealth) failed writes.
+_BAD = ("misses", "failed_writes", "errors", "lost_writes", "load_failed_writes")
+
+
 def sanity_text(res: Results) -> list[str]:
     """Rows that missed on existing keys, failed writes or raised: every one is a finding."""
-    bad: list[Row] = [
-        r
-        for r in res.rows
-        if any(r.metrics.get(k) for k in ("misses", "failed_writes", "errors", "lost_writes"))
-    ]
+    bad: list[Row] = [r for r in res.rows if any(r.metrics.get(k) for k in _BAD)]
     if not bad:
-        return ["== sanity: 0 misses on existing keys, 0 failed writes, 0 errors, 0 lost writes"]
+        return [
+            "== sanity: 0 misses on existing keys, 0 failed writes (background loads too), "
+            "0 errors, 0 lost writes"
+        ]
     out = ["== sanity: WARNING, these rows should all be 0"]
     for r in bad:
-        counts = {
-            k: int(r.metrics[k])
-            for k in ("misses", "failed_writes", "errors", "lost_writes")
-            if r.metrics.get(k)
-        }
+        counts = {k: int(r.metrics[k]) for k in _BAD if r.metrics.get(k)}
         out.append(
             f"   {r.section} {r.loop} rep {r.rep + 1} {r.system} {r.workload} c{r.concurrency}: {counts} {r.note}"
         )

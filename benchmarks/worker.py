@@ -22,6 +22,7 @@ from workloads import (
     build_plans,
     flat_out,
     last_writes,
+    release_values,
     run,
     run_on,
 )
@@ -129,6 +130,8 @@ async def rss(spec: Spec, ch: Channel) -> None:
             seed=spec["seed"] * 100_000 + len(rounds),
         )
         rounds.append(await run(system, plans, deadline))
+        del plans
+        release_values()
     await system.close()
     ops, seconds = sum(r.ops for r in rounds), sum(r.seconds for r in rounds)
     counts = {k: float(sum(getattr(r, k) for r in rounds)) for k in COUNTS}

@@ -63,6 +63,11 @@ def _make_value(i: int) -> Value:
 _shared_value = functools.lru_cache(maxsize=20_000)(_make_value)
 
 
+def release_values() -> None:
+    """Drop the shared values (the RSS measurement must not count the harness's objects)."""
+    _shared_value.cache_clear()
+
+
 def items(start: int, stop: int) -> list[tuple[str, Value]]:
     """``(key, value)`` pairs for the pre-population of ``range(start, stop)``."""
     return [(key(i), value(i)) for i in range(start, stop)]

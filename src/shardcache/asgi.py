@@ -203,7 +203,12 @@ class CacheMiddleware:
             raise ConfigurationError(f"max_body_size={max_body_size!r}: expected an int >= 0")
         if cookies not in ("explicit", "ignore"):
             raise ConfigurationError(f"cookies={cookies!r}: expected 'explicit' or 'ignore'")
-        fields = () if isinstance(targeted_fields, str) else tuple(targeted_fields)
+        try:
+            fields: tuple[Any, ...] = (
+                () if isinstance(targeted_fields, str) else tuple(targeted_fields)
+            )
+        except TypeError:
+            fields = (None,)  # not iterable: reported below
         if isinstance(targeted_fields, str) or not all(
             isinstance(field, str) and _HEADER_NAME.fullmatch(field) for field in fields
         ):
@@ -231,14 +236,18 @@ class CacheMiddleware:
             if not isinstance(pattern, str):
                 raise ConfigurationError(f"rules: {pattern!r} is not a path glob (a str)")
             never = rule_ttl in _NEVER if isinstance(rule_ttl, str) else rule_ttl == 0
-            rule_policies.append(
-                (
-                    re.compile(fnmatch.translate(pattern)),
+            try:
+                policy = (
                     None
                     if never
-                    else self._make_policy(rule_ttl, statuses, cache_private, cookies, targeted),
+                    else self._make_policy(rule_ttl, statuses, cache_private, cookies, targeted)
                 )
-            )
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    f"rules[{pattern!r}]={rule_ttl!r}: expected seconds >= 0, None (forever), "
+                    f"0, 'no-cache' or 'no-store' (never cached) ({exc})"
+                ) from None
+            rule_policies.append((re.compile(fnmatch.translate(pattern)), policy))
         self._routing = Routing(self._policy, rule_policies, key)
         name = None if header is None else header.lower().encode("latin-1")
         #: The lowercase name of the HIT/MISS header, never stored with a response.
@@ -267,14 +276,17 @@ class CacheMiddleware:
         statuses = list(statuses)
         if not all(type(s) is int and 100 <= s <= 599 for s in statuses):
             raise ConfigurationError(f"statuses={statuses!r}: expected HTTP status codes (ints)")
-        return CachePolicy(
-            shared=True,
-            default_ttl=None if ttl is None else float(ttl),
-            cacheable_statuses=frozenset(statuses),
-            cache_private=cache_private,
-            cookie_credentials=cookies == "explicit",
-            targeted=targeted,
-        )
+        try:
+            return CachePolicy(
+                shared=True,
+                default_ttl=None if ttl is None else float(ttl),
+                cacheable_statuses=frozenset(statuses),
+                cache_private=cache_private,
+                cookie_credentials=cookies == "explicit",
+                targeted=targeted,
+            )
+        except ValueError as exc:  # the policy's own checks (206, 304 are never stored)
+            raise ConfigurationError(f"statuses={sorted(statuses)!r}: {exc}") from None
 
     # -- the request ------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -756,6 +756,8 @@ async def test_rules_take_no_cache_and_no_store_for_never(cache: AsyncCache) -> 
         {"key": "not callable"},
         {"cache_private": "yes"},
         {"methods": "GET"},
+        {"targeted_fields": 5},
+        {"statuses": (200, 206)},
     ],
 )
 async def test_bad_options_raise_configuration_error(
