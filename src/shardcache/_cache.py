@@ -1,7 +1,9 @@
 """``AsyncCache``: the public facade. No SQL and no threads here: keys and values are encoded
 on the loop, reads go to the shard's loop-owned connection (through the near cache), writes
 go to the executor. The whole-cache reads and maintenance (``count``, ``stats``, ``keys``,
-``check``, ``vacuum``...) are inherited from ``_cache_admin``, off the hot path.
+``check``, ``vacuum``...) are inherited from ``_cache_admin``, and the single-key atomic
+operations and stampede primitives (``add``, ``pop``, ``incr``, leases, ``get_or_set``) from
+``_cache_atomic``, off the hot path.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import msgspec
 from . import _ops as ops
 from . import _sql as sql
 from ._cache_admin import _CHUNK, _fetch, _WholeCache
+from ._cache_atomic import _AtomicOps
 from ._codec import Codec, Compressor, InvalidSignature, Serializer, TypeMismatch
 from ._errors import CacheClosedError, CacheError, SerializationError
 from ._executor import Executor
@@ -34,7 +37,7 @@ from ._keys import encode_key
 from ._options import Durability, Eviction, OnCorrupt, Options, check_ttl, expire_at
 from ._shard import IMMUTABLE, SLOW_READ, SLOW_READ_BACKOFF, Row, Shard, _is_busy
 from ._stampede import _flights, supersede
-from ._types import DEFAULT, NOT_NOW, TTL, Entry, Key
+from ._types import DEFAULT, MISS, NOT_NOW, TTL, Entry, Key
 
 __all__ = ["AsyncCache"]
 
@@ -72,7 +75,7 @@ def _drain_at_exit() -> None:
                 cache._executor.stop()
 
 
-class AsyncCache(_WholeCache):
+class AsyncCache(_AtomicOps, _WholeCache):
     """A persistent async cache on SQLite shards, shared by every process that opens it.
 
     Example::
@@ -414,7 +417,7 @@ class AsyncCache(_WholeCache):
             if rows and rows[0][3] != file:
                 return await self._decode(shard, kb, rows[0], type)
             self._spawn(self._executor_write(shard.index, ops.op_drop_missing_file, (kb, file)))
-            return _MISS
+            return MISS
         return self._value(shard, kb, (blob, row[1], row[2], None, None, 0.0), type, file)
 
     def _value(self, shard: Shard, kb: bytes, row: Row, type: Any, file: str | None = None) -> Any:
@@ -429,7 +432,7 @@ class AsyncCache(_WholeCache):
         try:
             return self._codec.decode(blob, fmt, kb, type)
         except InvalidSignature:
-            return _MISS
+            return MISS
         except TypeMismatch:
             shard.forget(kb)
             misfit = (kb, None if file else blob, file)
@@ -437,14 +440,14 @@ class AsyncCache(_WholeCache):
             self._dropping = self._spawn(
                 self._executor_write(shard.index, ops.op_drop_misfit, misfit)
             )
-            return _MISS
+            return MISS
         except SerializationError:
             logger.warning(
                 "undecodable entry in %s%s treated as a miss",
                 shard.path,
                 f" (value file {shard.values_dir / file})" if file else "",
             )
-            return _MISS
+            return MISS
 
     async def _executor_write(
         self, index: int, fn: Callable[..., Any], args: tuple[Any, ...]
@@ -540,7 +543,7 @@ class AsyncCache(_WholeCache):
                         value = self._value(shard, kb, row, type)
                     if value.__class__ in IMMUTABLE:
                         shard.remember_value(kb, row, value)
-                if value is not _MISS:
+                if value is not MISS:
                     self._hits += 1
                     if shard.track_access:
                         self._touch_access(shard, kb, now)
@@ -560,7 +563,7 @@ class AsyncCache(_WholeCache):
             return value
         assert row is not None
         value = await self._decode(shard, kb, row, type)  # a value file, on the read pool
-        if value is _MISS:
+        if value is MISS:
             self._misses += 1
             return default
         self._hits += 1
@@ -599,13 +602,13 @@ class AsyncCache(_WholeCache):
             except (msgspec.DecodeError, TypeError, ValueError):
                 pass
         value = await self._decode(shard, kb, row, type)
-        if value is _MISS:
+        if value is MISS:
             return None
         return Entry(value, expire, row[5])
 
     async def has(self, key: Key) -> bool:
         """True if ``key`` holds a live entry."""
-        return await self.get(key, _MISS) is not _MISS
+        return await self.get(key, MISS) is not MISS
 
     async def ttl(self, key: Key) -> float | None:
         """Seconds left before ``key`` expires; ``None`` if never; ``KeyError`` if missing."""
@@ -636,7 +639,7 @@ class AsyncCache(_WholeCache):
             for kb, row in rows.items():
                 if row[2] is None or row[2] > now:
                     value = await self._decode(shard, kb, row, None)
-                    if value is not _MISS:
+                    if value is not MISS:
                         found[wanted[kb]] = value
                         if shard.track_access:
                             self._touch_access(shard, kb, now)
@@ -710,18 +713,6 @@ class AsyncCache(_WholeCache):
         await executor.write(index, ops.op_set, args, direct=not to_file)
         self._sets += 1
 
-    async def add(
-        self, key: Key, value: Any, *, ttl: TTL = DEFAULT, tag: str | None = None
-    ) -> bool:
-        """Store only if ``key`` is missing or expired; atomic across processes."""
-        if not self._ready:
-            await self._ensure_open()
-        index, args, to_file = self._encode(key, value, ttl, tag, 0, time.time())
-        added: bool = await self._executor_write_direct(index, ops.op_add, args, not to_file)
-        if added:
-            self._sets += 1
-        return added
-
     async def _executor_write_direct(
         self, index: int, fn: Callable[..., Any], args: tuple[Any, ...], direct: bool = True
     ) -> Any:
@@ -741,54 +732,6 @@ class AsyncCache(_WholeCache):
         if deleted:
             self._deletes += 1
         return deleted
-
-    async def pop(self, key: Key, default: Any = None) -> Any:
-        """Atomically get and delete ``key``; ``default`` when it is missing."""
-        if not self._ready:
-            await self._ensure_open()
-        kb, shard = self._route(key)
-        got = await self._executor_write_direct(shard.index, ops.op_pop, (kb,))
-        if got is None:
-            self._misses += 1
-            return default
-        value = self._value(shard, kb, (got[0], got[1], None, None, None, 0.0), None)
-        if value is _MISS:
-            return default
-        self._hits += 1
-        self._deletes += 1
-        return value
-
-    async def touch(self, key: Key, *, ttl: TTL) -> bool:
-        """Reset the expiry of a live entry; False if it is missing."""
-        if not self._ready:
-            await self._ensure_open()
-        kb, shard = self._route(key)
-        expire = expire_at(ttl, self._default_ttl, time.time())
-        touched: bool = await self._executor_write_direct(
-            shard.index, ops.op_touch, (kb, expire, expire)
-        )
-        return touched
-
-    async def incr(self, key: Key, delta: int = 1, *, default: int | None = 0) -> int:
-        """Add ``delta`` atomically (across tasks and processes); a missing key starts at
-        ``default`` (``None``: ``KeyError``). The value must be an int."""
-        if isinstance(delta, bool) or not isinstance(delta, int):
-            raise TypeError(f"delta must be an int, not {type(delta).__name__}")
-        if default is not None and (isinstance(default, bool) or not isinstance(default, int)):
-            raise TypeError(f"default must be an int or None, not {type(default).__name__}")
-        if not self._ready:
-            await self._ensure_open()
-        kb, shard = self._route(key)
-        value: int = await self._executor_write_direct(
-            shard.index, ops.op_incr, (kb, delta, default, self._codec)
-        )
-        return value
-
-    async def decr(self, key: Key, delta: int = 1, *, default: int | None = 0) -> int:
-        """``incr(key, -delta)``."""
-        if isinstance(delta, bool) or not isinstance(delta, int):
-            raise TypeError(f"delta must be an int, not {type(delta).__name__}")
-        return await self.incr(key, -delta, default=default)
 
     async def set_many(
         self, mapping: Mapping[Any, Any], *, ttl: TTL = DEFAULT, tag: str | None = None
@@ -834,67 +777,6 @@ class AsyncCache(_WholeCache):
             raise self._closed_error()
         futures = [executor.submit(i, fn, args) for i in range(self._n)]
         return sum(await _gather_all(futures))
-
-    # -- stampede primitives (the CacheBackend seam) -------------------------------------
-    async def acquire_lease(self, key: Key, owner: str, duration: float) -> bool:
-        """Take or renew the compute lease of ``key`` (across processes); False if held."""
-        if not self._ready:
-            await self._ensure_open()
-        kb, shard = self._route(key)
-        taken: bool = await self._executor_write_direct(
-            shard.index, ops.op_lease, (kb, owner, float(duration))
-        )
-        return taken
-
-    async def release_lease(self, key: Key, owner: str) -> None:
-        """Drop the lease of ``key`` if ``owner`` still holds it."""
-        if not self._ready:
-            await self._ensure_open()
-        kb, shard = self._route(key)
-        await self._executor_write_direct(shard.index, ops.op_release, (kb, owner))
-
-    def _note_stampede_wait(self) -> None:
-        self._stampede_waits += 1
-
-    async def get_or_set(
-        self,
-        key: Key,
-        factory: Callable[[], Awaitable[Any]],
-        *,
-        ttl: TTL = DEFAULT,
-        tag: str | None = None,
-        stale_ttl: float = 0,
-        lock_timeout: float = 30.0,
-    ) -> Any:
-        """The value of ``key``; on a miss, ``await factory()`` computes and stores it.
-
-        Stampede-protected exactly like ``@acached``: one task in one process computes,
-        the others wait for its result (or get the stale value within ``stale_ttl``).
-        """
-        from ._stampede import get_or_compute
-
-        # The hit first, through get(): it counts the hit or miss in stats() (as @acached
-        # does); get_or_compute reads entries without counting, stale ones included.
-        hit = await self.get(key, _MISS)
-        if hit is not _MISS:
-            return hit
-        return await get_or_compute(
-            self,
-            key,
-            factory,
-            ttl=ttl,
-            tag=tag,
-            stale_ttl=stale_ttl,
-            lock_timeout=lock_timeout,
-        )
-
-
-class _Miss:
-    def __repr__(self) -> str:
-        return "<miss>"
-
-
-_MISS: Final = _Miss()
 
 
 async def _gather_all(futures: list[asyncio.Future[Any]]) -> list[Any]:

@@ -23,7 +23,7 @@ from ._errors import CacheClosedError, CacheCorruptError
 from ._keys import decode_key
 from ._maintenance import check_shards, vacuum_shards
 from ._stampede import supersede_all
-from ._types import CacheStats, CheckReport, ShardStats
+from ._types import MISS, CacheStats, CheckReport, ShardStats
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -163,13 +163,10 @@ class _WholeCache:
 
     async def items(self) -> AsyncIterator[tuple[Any, Any]]:
         """Iterate over ``(key, value)`` pairs of live entries."""
-        # Imported here: _cache imports this module to define AsyncCache.
-        from ._cache import _MISS
-
         async for kb, row in self._scan(sql.ITEMS_AFTER):
             shard = self._shards[zlib.crc32(kb) % self._n]
             value = await self._decode(shard, kb, row, None)
-            if value is not _MISS:
+            if value is not MISS:
                 yield decode_key(kb), value
 
     async def _scan(self, stmt: str) -> AsyncIterator[tuple[bytes, Row]]:

@@ -31,6 +31,7 @@ class _Sentinel(enum.Enum):
     MISSING = enum.auto()
     DEFAULT = enum.auto()
     NOT_NOW = enum.auto()
+    MISS = enum.auto()
 
     def __repr__(self) -> str:
         return self.name
@@ -43,6 +44,9 @@ DEFAULT: Final = _Sentinel.DEFAULT
 
 #: From a synchronous fast path (``AsyncCache._peek``): "this one needs an await".
 NOT_NOW: Final = _Sentinel.NOT_NOW
+
+#: A row that is there but cannot answer (a misfit for ``type=``, a lost value file): a miss.
+MISS: Final = _Sentinel.MISS
 
 Missing = _Sentinel
 #: A key: ``str``, ``bytes``, ``int``, ``float`` or a tuple of keys.
