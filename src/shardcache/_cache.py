@@ -1,15 +1,15 @@
 """``AsyncCache``: the public facade. No SQL and no threads here: keys and values are encoded
 on the loop, reads go to the shard's loop-owned connection (through the near cache), writes
-go to the executor. The whole-cache reads and maintenance (``count``, ``stats``, ``keys``,
-``check``, ``vacuum``...) are inherited from ``_cache_admin``, and the single-key atomic
-operations and stampede primitives (``add``, ``pop``, ``incr``, leases, ``get_or_set``) from
-``_cache_atomic``, off the hot path.
+go to the executor. Off the hot path, the rest is inherited: opening and closing from
+``_cache_life``, the whole-cache reads and maintenance (``count``, ``stats``, ``keys``,
+``check``, ``vacuum``...) from ``_cache_admin``, and the single-key atomic operations and
+stampede primitives (``add``, ``pop``, ``incr``, leases, ``get_or_set``) from
+``_cache_atomic``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import contextlib
 import logging
@@ -17,9 +17,8 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar, overload
@@ -30,8 +29,9 @@ from . import _ops as ops
 from . import _sql as sql
 from ._cache_admin import _CHUNK, _fetch, _WholeCache
 from ._cache_atomic import _AtomicOps
+from ._cache_life import _NEW, _OPEN, _Lifecycle
 from ._codec import Codec, Compressor, InvalidSignature, Serializer, TypeMismatch
-from ._errors import CacheClosedError, CacheError, SerializationError
+from ._errors import SerializationError
 from ._executor import Executor
 from ._keys import encode_key
 from ._options import Durability, Eviction, OnCorrupt, Options, check_ttl, expire_at
@@ -44,38 +44,13 @@ __all__ = ["AsyncCache"]
 logger = logging.getLogger("shardcache")
 T = TypeVar("T")
 
-_NEW, _OPEN, _CLOSED = "new", "open", "closed"
 _time = time.time
 _crc32 = zlib.crc32
 _OFFLOAD: Final = object()  # "this read must go to a thread"
 _ACCESS_FLUSH = 4096  # buffered LRU/LFU accesses that force a flush without a write
 
-# Caches that may need reopening after os.fork(): the child never reuses the parent's
-# connections or threads (they do not exist in the child). Abandoned connections are kept
-# referenced so that their finalizers never run sqlite3_close on the parent's locks.
-_LIVE: weakref.WeakSet[AsyncCache] = weakref.WeakSet()
-_ABANDONED: list[Any] = []
 
-
-def _after_fork_in_child() -> None:
-    for cache in list(_LIVE):
-        cache._ready = False
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-@atexit.register
-def _drain_at_exit() -> None:
-    # Writes still queued at interpreter exit are committed before the threads die.
-    for cache in list(_LIVE):
-        if cache._executor is not None and cache._pid == os.getpid():
-            with contextlib.suppress(Exception):
-                cache._executor.stop()
-
-
-class AsyncCache(_AtomicOps, _WholeCache):
+class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
     """A persistent async cache on SQLite shards, shared by every process that opens it.
 
     Example::
@@ -170,173 +145,6 @@ class AsyncCache(_AtomicOps, _WholeCache):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-    async def _ensure_open(self) -> None:
-        if self._state is _CLOSED:
-            raise CacheClosedError(f"the cache at {self.directory} is closed")
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._open_sync)
-
-    def _open_sync(self) -> None:
-        with self._open_lock:
-            if self._state is _CLOSED:
-                raise CacheClosedError(f"the cache at {self.directory} is closed")
-            if self._state is _OPEN and self._pid == os.getpid():
-                return
-            if self._state is _OPEN:
-                # Forked child: abandon the parent's connections and threads, open anew.
-                _ABANDONED.append((self._shards, self._executor))
-                self._shards, self._executor, self._pool = [], None, None
-            opts = self._options
-            directory = opts.directory
-            values = directory / "values"
-            try:
-                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-                values.mkdir(mode=0o700, exist_ok=True)
-            except FileExistsError as exc:
-                raise CacheError(
-                    f"cache directory {directory} exists and is not a directory"
-                ) from exc
-            except OSError as exc:
-                raise CacheError(f"cannot create cache directory {directory}: {exc}") from exc
-            if not directory.is_dir():
-                raise CacheError(f"cache directory {directory} exists and is not a directory")
-            if not os.access(directory, os.W_OK | os.X_OK):
-                raise CacheError(f"cache directory {directory} is not writable")
-            self._check_layout(directory)
-            shard_limit = None if opts.size_limit is None else max(1, opts.size_limit // self._n)
-            shards = [
-                Shard(
-                    i,
-                    directory / f"shard-{i:03d}.db",
-                    shards=self._n,
-                    serializer=self._codec.serializer_name,
-                    durability=opts.durability,
-                    eviction=opts.eviction,
-                    limit=shard_limit,
-                    near_limit=opts.near_cache // self._n,
-                    on_corrupt=opts.on_corrupt,
-                    values_dir=values,
-                    codec=self._codec,
-                )
-                for i in range(self._n)
-            ]
-            try:
-                for shard in shards:
-                    shard.open()
-            except BaseException:
-                for shard in shards:
-                    shard.close()
-                raise
-            self._executor = Executor(
-                shards,
-                threads=opts.writer_threads,
-                direct=opts.durability != "full",
-                name=f"shardcache-{directory.name}",
-                sync_wal=opts.durability == "full",
-            )
-            self._pool = concurrent.futures.ThreadPoolExecutor(2, "shardcache-read")
-            self._shards = shards
-            self._pid = os.getpid()
-            self._state = _OPEN
-            self._ready = True
-            _LIVE.add(self)
-
-    def _check_layout(self, directory: Path) -> None:
-        found = sorted(p.name for p in directory.glob("shard-*.db"))
-        expected = [f"shard-{i:03d}.db" for i in range(self._n)]
-        if not set(found) <= set(expected):
-            from ._errors import ConfigurationError
-
-            raise ConfigurationError(
-                f"{directory} holds a cache with {len(found)} shards; it cannot be opened "
-                f"with shards={self._n} (the shard count is fixed at creation)"
-            )
-
-    async def aclose(self) -> None:
-        """Commit every queued write, stop the threads and close the files. Idempotent.
-
-        Cancelling it does not leave the cache half-closed: the teardown runs on in a task
-        of its own, and a later ``aclose()`` waits for it.
-        """
-        if self._closing is None and self._state is _NEW:
-            # An open may be running on a thread: the state changes under its lock.
-            loop = asyncio.get_running_loop()
-            if await loop.run_in_executor(None, self._close_unopened):
-                return
-        # Checked after that await too: another aclose() may have started the teardown
-        # meanwhile, and two teardowns would close connections a writer still uses.
-        if self._closing is None:
-            if self._state is not _OPEN:
-                self._state = _CLOSED
-                return
-            self._closing = asyncio.ensure_future(self._teardown())
-        await asyncio.shield(self._closing)
-
-    def _close_unopened(self) -> bool:
-        with self._open_lock:
-            if self._state is _NEW:
-                self._state = _CLOSED
-                return True
-            return False
-
-    async def _teardown(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        self._state = _CLOSED
-        self._ready = False
-        if self._pid != os.getpid():
-            return  # a forked child never touches the parent's threads and connections
-        loop = asyncio.get_running_loop()
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            # A barrier per shard: batches are FIFO, so once these resolve, all is committed.
-            barriers = [executor.submit(i, ops.op_flush, ()) for i in range(self._n)]
-            # This instance's counters join the directory's saved totals (stats()): best
-            # effort, a close never fails on them.
-            counts = [(name, n) for name, n in self._own_counts().items() if n]
-            if counts:
-                barriers.append(executor.submit(0, ops.op_add_stats, (counts,)))
-            await asyncio.gather(*barriers, return_exceptions=True)
-            await loop.run_in_executor(None, executor.stop)
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await loop.run_in_executor(None, pool.shutdown)
-        for shard in self._shards:
-            shard.close()
-        _LIVE.discard(self)
-
-    def __del__(self) -> None:
-        if getattr(self, "_state", None) is _OPEN and self._pid == os.getpid():
-            import warnings
-
-            warnings.warn(
-                f"{self!r} was never closed: use 'async with' or 'await cache.aclose()'",
-                ResourceWarning,
-                stacklevel=1,
-            )
-
-    def _closed_error(self) -> CacheClosedError:
-        return CacheClosedError(f"the cache at {self.directory} is closed")
-
-    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[None]:
-        """Run an owned background task; close() awaits it, errors are logged."""
-
-        async def run() -> None:
-            try:
-                await coro
-            except Exception:
-                logger.warning("shardcache background task failed", exc_info=True)
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    def _track(self, task: asyncio.Task[Any]) -> None:
-        """Own a background task (a stale refresh): aclose() waits for it."""
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- reads --------------------------------------------------------------------------
     def _route(self, key: Any) -> tuple[bytes, Shard]:

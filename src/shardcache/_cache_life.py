@@ -1,0 +1,243 @@
+"""The lifecycle of :class:`~shardcache.AsyncCache`: opening (files, connections, threads),
+closing (draining queued writes, background tasks and counters), and what ``os.fork()``
+and interpreter exit need. A mixin of ``AsyncCache``, like ``_cache_admin``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _ops as ops
+from ._errors import CacheClosedError, CacheError, ConfigurationError
+from ._executor import Executor
+from ._shard import Shard
+
+if TYPE_CHECKING:
+    from ._codec import Codec
+    from ._options import Options
+
+logger = logging.getLogger("shardcache")
+
+_NEW, _OPEN, _CLOSED = "new", "open", "closed"
+
+# Caches that may need reopening after os.fork(): the child never reuses the parent's
+# connections or threads (they do not exist in the child). Abandoned connections are kept
+# referenced so that their finalizers never run sqlite3_close on the parent's locks.
+_LIVE: weakref.WeakSet[_Lifecycle] = weakref.WeakSet()
+_ABANDONED: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_LIVE):
+        cache._ready = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    # Writes still queued at interpreter exit are committed before the threads die.
+    for cache in list(_LIVE):
+        if cache._executor is not None and cache._pid == os.getpid():
+            with contextlib.suppress(Exception):
+                cache._executor.stop()
+
+
+class _Lifecycle:
+    """Opening and closing an ``AsyncCache``."""
+
+    if TYPE_CHECKING:
+        # Defined by AsyncCache (declared only while type checking, as in _cache_admin).
+        _options: Options
+        _codec: Codec
+        _n: int
+        _state: str
+        _ready: bool
+        _pid: int
+        _shards: list[Shard]
+        _executor: Executor | None
+        _pool: concurrent.futures.ThreadPoolExecutor | None
+        _open_lock: threading.Lock
+        _tasks: set[asyncio.Task[Any]]
+        _closing: asyncio.Future[None] | None
+
+        @property
+        def directory(self) -> Path: ...
+        def _own_counts(self) -> dict[str, int]: ...
+
+    async def _ensure_open(self) -> None:
+        if self._state is _CLOSED:
+            raise CacheClosedError(f"the cache at {self.directory} is closed")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._open_sync)
+
+    def _open_sync(self) -> None:
+        with self._open_lock:
+            if self._state is _CLOSED:
+                raise CacheClosedError(f"the cache at {self.directory} is closed")
+            if self._state is _OPEN and self._pid == os.getpid():
+                return
+            if self._state is _OPEN:
+                # Forked child: abandon the parent's connections and threads, open anew.
+                _ABANDONED.append((self._shards, self._executor))
+                self._shards, self._executor, self._pool = [], None, None
+            opts = self._options
+            directory = opts.directory
+            values = directory / "values"
+            try:
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                values.mkdir(mode=0o700, exist_ok=True)
+            except FileExistsError as exc:
+                raise CacheError(
+                    f"cache directory {directory} exists and is not a directory"
+                ) from exc
+            except OSError as exc:
+                raise CacheError(f"cannot create cache directory {directory}: {exc}") from exc
+            if not directory.is_dir():
+                raise CacheError(f"cache directory {directory} exists and is not a directory")
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise CacheError(f"cache directory {directory} is not writable")
+            self._check_layout(directory)
+            shard_limit = None if opts.size_limit is None else max(1, opts.size_limit // self._n)
+            shards = [
+                Shard(
+                    i,
+                    directory / f"shard-{i:03d}.db",
+                    shards=self._n,
+                    serializer=self._codec.serializer_name,
+                    durability=opts.durability,
+                    eviction=opts.eviction,
+                    limit=shard_limit,
+                    near_limit=opts.near_cache // self._n,
+                    on_corrupt=opts.on_corrupt,
+                    values_dir=values,
+                    codec=self._codec,
+                )
+                for i in range(self._n)
+            ]
+            try:
+                for shard in shards:
+                    shard.open()
+            except BaseException:
+                for shard in shards:
+                    shard.close()
+                raise
+            self._executor = Executor(
+                shards,
+                threads=opts.writer_threads,
+                direct=opts.durability != "full",
+                name=f"shardcache-{directory.name}",
+                sync_wal=opts.durability == "full",
+            )
+            self._pool = concurrent.futures.ThreadPoolExecutor(2, "shardcache-read")
+            self._shards = shards
+            self._pid = os.getpid()
+            self._state = _OPEN
+            self._ready = True
+            _LIVE.add(self)
+
+    def _check_layout(self, directory: Path) -> None:
+        found = sorted(p.name for p in directory.glob("shard-*.db"))
+        expected = [f"shard-{i:03d}.db" for i in range(self._n)]
+        if not set(found) <= set(expected):
+            raise ConfigurationError(
+                f"{directory} holds a cache with {len(found)} shards; it cannot be opened "
+                f"with shards={self._n} (the shard count is fixed at creation)"
+            )
+
+    async def aclose(self) -> None:
+        """Commit every queued write, stop the threads and close the files. Idempotent.
+
+        Cancelling it does not leave the cache half-closed: the teardown runs on in a task
+        of its own, and a later ``aclose()`` waits for it.
+        """
+        if self._closing is None and self._state is _NEW:
+            # An open may be running on a thread: the state changes under its lock.
+            loop = asyncio.get_running_loop()
+            if await loop.run_in_executor(None, self._close_unopened):
+                return
+        # Checked after that await too: another aclose() may have started the teardown
+        # meanwhile, and two teardowns would close connections a writer still uses.
+        if self._closing is None:
+            if self._state is not _OPEN:
+                self._state = _CLOSED
+                return
+            self._closing = asyncio.ensure_future(self._teardown())
+        await asyncio.shield(self._closing)
+
+    def _close_unopened(self) -> bool:
+        with self._open_lock:
+            if self._state is _NEW:
+                self._state = _CLOSED
+                return True
+            return False
+
+    async def _teardown(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self._state = _CLOSED
+        self._ready = False
+        if self._pid != os.getpid():
+            return  # a forked child never touches the parent's threads and connections
+        loop = asyncio.get_running_loop()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            # A barrier per shard: batches are FIFO, so once these resolve, all is committed.
+            barriers = [executor.submit(i, ops.op_flush, ()) for i in range(self._n)]
+            # This instance's counters join the directory's saved totals (stats()): best
+            # effort, a close never fails on them.
+            counts = [(name, n) for name, n in self._own_counts().items() if n]
+            if counts:
+                barriers.append(executor.submit(0, ops.op_add_stats, (counts,)))
+            await asyncio.gather(*barriers, return_exceptions=True)
+            await loop.run_in_executor(None, executor.stop)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await loop.run_in_executor(None, pool.shutdown)
+        for shard in self._shards:
+            shard.close()
+        _LIVE.discard(self)
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", None) is _OPEN and self._pid == os.getpid():
+            import warnings
+
+            warnings.warn(
+                f"{self!r} was never closed: use 'async with' or 'await cache.aclose()'",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+    def _closed_error(self) -> CacheClosedError:
+        return CacheClosedError(f"the cache at {self.directory} is closed")
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[None]:
+        """Run an owned background task; close() awaits it, errors are logged."""
+
+        async def run() -> None:
+            try:
+                await coro
+            except Exception:
+                logger.warning("shardcache background task failed", exc_info=True)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        """Own a background task (a stale refresh): aclose() waits for it."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
