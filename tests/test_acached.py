@@ -599,6 +599,66 @@ async def test_delete_and_clear_while_computing_store_nothing_older(cache: Async
         assert await cache.get(load.cache_key(), "absent") == "absent", wipe
 
 
+@pytest.mark.parametrize("write", ["set_many", "pop", "delete_many", "add", "evict"])
+async def test_every_write_of_the_key_supersedes_a_running_computation(
+    cache: AsyncCache, write: str
+) -> None:
+    gate, started = asyncio.Event(), asyncio.Event()
+
+    @acached(cache, tag="T", ignore=("gate", "started"))
+    async def load(gate: asyncio.Event = gate, started: asyncio.Event = started) -> str:
+        started.set()
+        await asyncio.wait_for(gate.wait(), LONG)
+        return "computed before the write"
+
+    key = load.cache_key()
+    running = asyncio.create_task(load())
+    await asyncio.wait_for(started.wait(), LONG)  # it holds its lease, waits at the gate
+    expected: Any = "absent"
+    if write == "set_many":
+        await cache.set_many({key: "written"})
+        expected = "written"
+    elif write == "add":
+        assert await cache.add(key, "written")
+        expected = "written"
+    elif write == "pop":
+        await cache.pop(key)
+    elif write == "delete_many":
+        await cache.delete_many([key])
+    else:
+        await cache.evict("T")
+    gate.set()
+    assert await asyncio.wait_for(running, LONG) == "computed before the write"
+    assert await cache.get(key, "absent") == expected
+
+
+async def test_after_invalidate_the_next_call_does_not_wait_for_the_old_computation(
+    cache: AsyncCache,
+) -> None:
+    """The superseded computation's lease is released at once: the next call computes
+    while the old one is still running (here: blocked until the test ends)."""
+    old_gate = asyncio.Event()
+    calls = 0
+
+    @acached(cache, lock_timeout=30)
+    async def load() -> int:
+        nonlocal calls
+        calls += 1
+        n = calls
+        if n == 1:
+            await asyncio.wait_for(old_gate.wait(), LONG)
+        return n
+
+    old = asyncio.create_task(load())
+    await until(lambda: _true(calls == 1))  # running: it holds the lease
+    await load.invalidate()
+    assert await asyncio.wait_for(load(), 5) == 2  # before the fix: waited for the lease
+    assert (await cache.stats()).stampede_waits == 0
+    old_gate.set()
+    assert await asyncio.wait_for(old, LONG) == 1
+    assert await load() == 2  # the old result was not stored over the new one
+
+
 async def _true(condition: bool) -> bool:
     return condition
 

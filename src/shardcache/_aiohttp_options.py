@@ -127,6 +127,16 @@ def _without_port(target: str) -> str:
     return f"{scheme}{sep}{authority}{slash}{path}"
 
 
+def _with_port(target: str) -> str:
+    """``scheme://host[:port]/path`` with the port always written: the normalized URL drops
+    a default one, which a pattern naming ``:80`` or ``:443`` must still match."""
+    scheme, _, rest = target.partition("://")
+    authority, slash, path = rest.partition("/")
+    if authority.rfind(":") <= authority.rfind("]"):  # no port (an IPv6 literal has colons)
+        authority += {"http": ":80", "https": ":443"}.get(scheme, "")
+    return f"{scheme}://{authority}{slash}{path}"
+
+
 def _names_port(glob: str) -> bool:
     authority = glob.rpartition("://")[2].partition("/")[0]
     return ":" in authority[authority.rfind("]") + 1 :]
@@ -172,11 +182,13 @@ class UrlRules:
             return self._default
         full = _target(url, with_scheme=True)
         # A pattern that names no port matches the URL on any port ("example.com/api/*"
-        # also covers example.com:8443); one that names a port, only that port.
+        # also covers example.com:8443); one that names a port, only that port (the
+        # default one included: "example.com:443/*" matches https://example.com/).
+        ported = _with_port(full)
         targets = {
-            (True, True): full,
+            (True, True): ported,
             (True, False): _without_port(full),
-            (False, True): full.partition("://")[2],
+            (False, True): ported.partition("://")[2],
             (False, False): _without_port(full).partition("://")[2],
         }
         for glob, with_scheme, with_port, policy in self._rules:

@@ -94,6 +94,7 @@ class Exchange:
         "key",
         "method",
         "middleware",
+        "on_pass",
         "pass_reason",
         "policy",
         "refetch",
@@ -121,8 +122,12 @@ class Exchange:
         policy: CachePolicy,
         store: bool,
         stale: StoredResponse | None = None,
+        on_pass: Callable[[str | None], None] | None = None,
     ) -> None:
         self.middleware = middleware
+        # Told (with pass_reason) as soon as the response is known not to be stored,
+        # before its body streams: the requests waiting for it need not wait for its end.
+        self.on_pass = on_pass
         self.scope = scope
         self.send_downstream = send
         self.key = key
@@ -231,6 +236,8 @@ class Exchange:
                     self.state = _BUFFER
                     return
         self.state = _PASS
+        if self.on_pass is not None:
+            self.on_pass(self.pass_reason)
         await self.send_downstream(self.middleware.tag_miss(message, headers))
 
     def _stale_on_arrival(self, status: int, headers: list[tuple[bytes, bytes]]) -> bool:
@@ -251,6 +258,8 @@ class Exchange:
     async def _flush(self, *, more_body: bool) -> None:
         """Give up buffering: forward the held start and the body so far."""
         self.state = _PASS
+        if self.on_pass is not None:
+            self.on_pass(self.pass_reason)
         await self.send_downstream(self.middleware.tag_miss(self.start, self.headers))
         body = b"".join(self.chunks)
         self.chunks = []

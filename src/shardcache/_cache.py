@@ -556,6 +556,9 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
         executor = self._executor
         if executor is None:  # closed while this call waited for the open to finish
             raise self._closed_error()
+        if _flights:
+            for _index, args, _to_file in encoded:
+                supersede(self, args[0])
         futures = [
             executor.submit(index, ops.op_set, args, direct=not to_file)
             for index, args, to_file in encoded
@@ -571,6 +574,9 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
         executor = self._executor
         if executor is None:  # closed while this call waited for the open to finish
             raise self._closed_error()
+        if _flights:
+            for kb, _shard in routed:
+                supersede(self, kb)
         futures = [executor.submit(s.index, ops.op_delete, (kb,)) for kb, s in routed]
         deleted: int = sum(await _gather_all(futures))
         self._deletes += deleted

@@ -84,6 +84,7 @@ class _WholeCache:
         """Delete every entry stored with ``tag``; the number of live entries removed."""
         if type(tag) is not str:
             raise TypeError(f"tag must be a str, not {type(tag).__name__}")
+        supersede_all(self, tag)  # running computations that would store under the tag
         removed = await self._on_every_shard(ops.op_evict, (tag,))
         self._deletes += removed
         return removed
@@ -151,9 +152,11 @@ class _WholeCache:
             shards=per_shard,
         )
         if reset:
+            # This instance's first, before the await: counts made meanwhile belong to the
+            # new period, not to none.
+            self._reset_counters()
             if saved:
                 await self._executor_write_direct(0, ops.op_zero_stats, ())
-            self._reset_counters()
         return result
 
     async def keys(self) -> AsyncIterator[Any]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import _ops as ops
 from ._options import expire_at
-from ._stampede import get_or_compute
+from ._stampede import _flights, get_or_compute, supersede
 from ._types import DEFAULT, MISS, TTL, CacheBackend, Key
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ class _AtomicOps:
         if not self._ready:
             await self._ensure_open()
         index, args, to_file = self._encode(key, value, ttl, tag, 0, time.time())
+        if _flights:
+            supersede(self, args[0])
         added: bool = await self._executor_write_direct(index, ops.op_add, args, not to_file)
         if added:
             self._sets += 1
@@ -66,6 +68,8 @@ class _AtomicOps:
         if not self._ready:
             await self._ensure_open()
         kb, shard = self._route(key)
+        if _flights:
+            supersede(self, kb)
         got = await self._executor_write_direct(shard.index, ops.op_pop, (kb,))
         if got is None:
             self._misses += 1

@@ -85,6 +85,7 @@ class _Job:
         "kb",
         "key",
         "lock_timeout",
+        "owner",
         "stale_ttl",
         "storing",
         "superseded",
@@ -120,6 +121,7 @@ class _Job:
         self.type = type
         self.superseded = False  # the key was written or deleted since: do not store
         self.storing = False  # its own result is on its way to the cache
+        self.owner: str | None = None  # the lease it holds, once taken
 
 
 class _Flight:
@@ -272,16 +274,34 @@ def supersede(backend: Any, kb: bytes) -> None:
     fkey = (id(asyncio.get_running_loop()), id(backend), kb)
     flight = _flights.get(fkey)
     if flight is not None and not flight.job.storing:
-        flight.job.superseded = True
-        del _flights[fkey]
+        _drop(fkey, flight)
 
 
-def supersede_all(backend: Any) -> None:
-    """:func:`supersede` for every key of ``backend`` (``clear``)."""
+def supersede_all(backend: Any, tag: str | None = None) -> None:
+    """:func:`supersede` for every key of ``backend`` (``clear``), or every key computed
+    to be stored under ``tag`` (``evict``)."""
     for fkey, flight in list(_flights.items()):
-        if fkey[1] == id(backend) and not flight.job.storing:
-            flight.job.superseded = True
-            del _flights[fkey]
+        job = flight.job
+        if fkey[1] == id(backend) and not job.storing and (tag is None or job.tag == tag):
+            _drop(fkey, flight)
+
+
+def _drop(fkey: _FlightKey, flight: _Flight) -> None:
+    job = flight.job
+    job.superseded = True
+    del _flights[fkey]
+    owner, job.owner = job.owner, None
+    if owner is not None:
+        # Its lease goes now, not when its (now useless) computation ends: the next call
+        # computes at once instead of waiting for it. On an AsyncCache the release joins
+        # the batch of the caller's own write, so it has committed when that write has.
+        _release_later(job, owner)
+
+
+def _release_later(job: _Job, owner: str) -> None:
+    task = asyncio.get_running_loop().create_task(_release(job, owner))
+    _cleanups.add(task)
+    task.add_done_callback(_cleanups.discard)
 
 
 def _forget(flight: _Flight) -> None:
@@ -365,6 +385,7 @@ async def _fill(job: _Job, *, background: bool, seen: float | None, cache_ok: bo
             _warn_once("lease", exc, backend)
             return await _compute(job, store=False)
         if leased:
+            job.owner = owner  # supersede() hands the lease on at once
             try:
                 # Another process may have stored it while we queued for the lease.
                 entry = await _read(job)
@@ -430,9 +451,7 @@ async def _acquire(job: _Job, owner: str) -> bool:
 def _release_if_taken(job: _Job, owner: str, acquire: asyncio.Future[bool]) -> None:
     if acquire.cancelled() or acquire.exception() is not None or not acquire.result():
         return
-    task = acquire.get_loop().create_task(_release(job, owner))
-    _cleanups.add(task)
-    task.add_done_callback(_cleanups.discard)
+    _release_later(job, owner)
 
 
 async def _release(job: _Job, owner: str) -> None:
@@ -478,6 +497,7 @@ async def single_flight(
     produce: Callable[[], Awaitable[tuple[Any, bool]]],
     *,
     lock_timeout: float = 30.0,
+    handover: Callable[[Callable[[Any, bool], None]], None] | None = None,
 ) -> tuple[Any, bool]:
     """Run ``produce`` once for concurrent callers of ``key``, in this process and across
     processes, for results that may turn out not to be shareable (HTTP responses).
@@ -489,7 +509,9 @@ async def single_flight(
     first caller runs ``produce`` in its own task (an ASGI request streams to its own
     client); if it fails or is cancelled, one waiter takes over. No caller waits past
     ``lock_timeout``. Returns ``(result, produced)``, ``produced`` True when this caller
-    ran ``produce``.
+    ran ``produce``. ``handover(publish)`` is called when this caller leads: its
+    ``produce`` may then ``publish(result, shared)`` before it returns (``shared`` False
+    as soon as it knows: the waiters then go to the source without waiting for its end).
     """
     lock_timeout = _check_lock_timeout(lock_timeout)
     kb = encode_key(key)
@@ -521,6 +543,9 @@ async def single_flight(
     def publish(result: Any, shared: bool) -> None:
         if not future.done():
             future.set_result((result, shared))
+
+    if handover is not None:
+        handover(publish)
 
     try:
         result, shared, produced = await _lead_single(

@@ -102,6 +102,11 @@ _HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5
 _NEVER: Final = frozenset({"no-cache", "no-store"})  # rules values meaning "never cache"
 
 
+def _iterable(values: Any) -> bool:
+    """Whether ``values`` is a collection (one str is not a collection of names)."""
+    return isinstance(values, Iterable) and not isinstance(values, (str, bytes))
+
+
 class _Unset:
     """``cache_header`` not given (``None`` means "no header")."""
 
@@ -168,7 +173,7 @@ class CacheMiddleware:
         statuses: Iterable[int] = DEFAULT_STATUSES,
         max_body_size: int = 2**20,
         key: KeyFunction | None = None,
-        header: str | None = "X-Cache",
+        header: str | _Unset | None = _UNSET,
         cache_private: bool = False,
         cookies: Literal["explicit", "ignore"] = "explicit",
         targeted_fields: Iterable[str] = ("CDN-Cache-Control",),
@@ -183,16 +188,19 @@ class CacheMiddleware:
                 f"got {type(cache).__name__}"
             )
         if not isinstance(cache_header, _Unset):
-            if header != "X-Cache" and header != cache_header:
+            if not isinstance(header, _Unset) and header != cache_header:
                 raise ConfigurationError("header= and cache_header= name the same option")
             header = cache_header
+        if isinstance(header, _Unset):
+            header = "X-Cache"
         if header is not None and not (isinstance(header, str) and _HEADER_NAME.fullmatch(header)):
             raise ConfigurationError(f"header={header!r}: not a header name (or None)")
         if key is not None and not callable(key):
             raise ConfigurationError(f"key={key!r}: expected a callable(scope, key) or None")
         if type(cache_private) is not bool:
             raise ConfigurationError(f"cache_private={cache_private!r}: expected True or False")
-        if isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
+        methods = tuple(methods) if _iterable(methods) else methods
+        if not _iterable(methods) or not all(isinstance(m, str) for m in methods):
             raise ConfigurationError(f"methods={methods!r}: expected a sequence of method names")
         methods = frozenset(method.upper() for method in methods)
         if not methods <= LOOKUP_METHODS:
@@ -273,6 +281,8 @@ class CacheMiddleware:
             type(ttl) not in (int, float) or not (ttl >= 0 and math.isfinite(ttl))
         ):
             raise ConfigurationError(f"ttl={ttl!r}: expected seconds >= 0, or None (forever)")
+        if not _iterable(statuses):
+            raise ConfigurationError(f"statuses={statuses!r}: expected HTTP status codes (ints)")
         statuses = list(statuses)
         if not all(type(s) is int and 100 <= s <= 599 for s in statuses):
             raise ConfigurationError(f"statuses={statuses!r}: expected HTTP status codes (ints)")
@@ -454,6 +464,7 @@ class CacheMiddleware:
         store: bool,
         mark: bool = False,
         stale: StoredResponse | None = None,
+        on_pass: Callable[[str | None], None] | None = None,
     ) -> Exchange:
         """One trip to the app, storing its response when allowed; no waiting on others.
 
@@ -461,10 +472,14 @@ class CacheMiddleware:
         request; if the app's 304 names another representation, a second, unconditional
         one follows (RFC 9111 §4.3.4).
         """
-        exchange = Exchange(self, scope, send, key=key, policy=policy, store=store, stale=stale)
+        exchange = Exchange(
+            self, scope, send, key=key, policy=policy, store=store, stale=stale, on_pass=on_pass
+        )
         await exchange.run(receive)
         if exchange.refetch:
-            exchange = Exchange(self, scope, send, key=key, policy=policy, store=store)
+            exchange = Exchange(
+                self, scope, send, key=key, policy=policy, store=store, on_pass=on_pass
+            )
             await exchange.run(_replayed_end)
         if exchange.stored is not None:
             self._passing.forget(key)  # hit-for-miss found it storable: serve it from now on
@@ -492,23 +507,39 @@ class CacheMiddleware:
         def lookup() -> Awaitable[Any]:
             return self.lookup_usable(key, method, headers, policy)
 
-        async def produce() -> tuple[Any, bool]:
-            nonlocal started, marking
-            started = True
-            exchange = await self.fetch(scope, receive, send, key, policy, store=True, stale=stale)
+        handover: list[Callable[[Any, bool], None]] = []  # single_flight's publish, if leader
+
+        def passing(reason: str | None) -> None:
+            # The response will not be stored, and its body is about to stream (an event
+            # stream may last minutes): the requests waiting for it go to the app now.
+            nonlocal marking
+            if handover:
+                handover[0](None, False)
             # One request per URL writes the marker (the first to find the response not
             # storable, usually the leader); from now on, requests that find nothing stored
-            # yet do not queue behind a lease (_asgi_pass). The write is queued, not awaited
-            # here: it commits with the lease release instead of before it, so the requests
-            # waiting in this process are not held for it as well, and those polling from
-            # other processes find it as soon as the lease is free.
-            if exchange.pass_reason is not None and self._passing.marking(key):
-                marking = asyncio.ensure_future(self._mark_pass(key, exchange.pass_reason))
+            # yet do not queue behind a lease (_asgi_pass), and those polling from other
+            # processes find it at once. Queued, not awaited: the body is not held for it.
+            if reason is not None and marking is None and self._passing.marking(key):
+                marking = asyncio.ensure_future(self._mark_pass(key, reason))
+
+        async def produce() -> tuple[Any, bool]:
+            nonlocal started
+            started = True
+            exchange = await self.fetch(
+                scope, receive, send, key, policy, store=True, stale=stale, on_pass=passing
+            )
+            if exchange.stored is None:
+                passing(exchange.pass_reason)  # decided at the end (stale on arrival...)
             return exchange.stored, exchange.stored is not None
 
         try:
             result, produced = await single_flight(
-                self.cache, flight_key, lookup, produce, lock_timeout=self._lock_timeout
+                self.cache,
+                flight_key,
+                lookup,
+                produce,
+                lock_timeout=self._lock_timeout,
+                handover=handover.append,
             )
         except Exception as exc:
             if started:

@@ -66,6 +66,8 @@ async def test_cache_must_be_a_backend() -> None:
         ("http://localhost:8081/static/app.js", 1.0),  # no pattern: ttl
         ("https://a.example.com:8443/api/v1", 60.0),  # a pattern without a port: any port
         ("https://docs.example.org:8443/x", 7.0),
+        ("https://shop.example.net/x", 3.0),  # "shop.example.net:443/*": the default port
+        ("http://shop.example.net/x", 1.0),  # port 80: not that pattern
         ("https://docs.example.org/x", 7.0),
         ("http://docs.example.org/x", 1.0),  # the pattern names https only
     ],
@@ -80,6 +82,7 @@ def test_urls_ttl_patterns(url: str, expected: float | None) -> None:
             "example.com": 0,
             "localhost:8080/static/*": 5,
             "https://docs.example.org/*": 7,
+            "shop.example.net:443/*": 3,
             "*.example.com/*": 9,  # later: never reached for /api/ URLs
         },
         make,

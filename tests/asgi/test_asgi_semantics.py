@@ -516,6 +516,58 @@ async def test_a_stream_that_will_not_be_stored_is_not_held_back(
     assert await cache.get("GET http://testserver/events") is not None  # remembered: pass
 
 
+async def test_concurrent_requests_for_a_stream_not_stored_all_stream_at_once(
+    cache: AsyncCache,
+) -> None:
+    """Three clients of one event stream: the first one's stream is decided "not stored" at
+    its start, so the others go to the app at once instead of waiting for its end. The app
+    ends a stream only once every client has its first event: held back, this deadlocks."""
+    clients = 3
+    firsts = 0
+    everyone = asyncio.Event()
+
+    async def events(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        await asyncio.wait_for(everyone.wait(), 10)
+        await send({"type": "http.response.body", "body": b"data: 2\n\n"})
+
+    async def client(middleware: CacheMiddleware) -> bytes:
+        received: list[bytes] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal firsts
+            if message["type"] == "http.response.body":
+                received.append(message.get("body", b""))
+                if len(received) == 1:
+                    firsts += 1
+                    if firsts == clients:
+                        everyone.set()
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/events",
+            "raw_path": b"/events",
+            "query_string": b"",
+            "headers": [(b"host", b"testserver")],
+            "server": ("testserver", 80),
+        }
+        await middleware(scope, receive, send)
+        return b"".join(received)
+
+    middleware = CacheMiddleware(events, cache=cache, pass_ttl=0)
+    bodies = await asyncio.wait_for(
+        asyncio.gather(*(client(middleware) for _ in range(clients))), 15
+    )
+    assert bodies == [b"data: 1\n\ndata: 2\n\n"] * clients
+
+
 async def test_a_body_larger_than_max_body_size_passes_through_uncached(
     cache: AsyncCache,
 ) -> None:
@@ -758,6 +810,11 @@ async def test_rules_take_no_cache_and_no_store_for_never(cache: AsyncCache) -> 
         {"methods": "GET"},
         {"targeted_fields": 5},
         {"statuses": (200, 206)},
+        {"statuses": 5},
+        {"statuses": None},
+        {"methods": 5},
+        {"methods": None},
+        {"header": "X-Cache", "cache_header": "X-B"},
     ],
 )
 async def test_bad_options_raise_configuration_error(
