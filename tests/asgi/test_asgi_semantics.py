@@ -465,6 +465,26 @@ async def test_streamed_body_is_buffered_and_stored(cache: AsyncCache) -> None:
     assert hit.headers["content-length"] == "201"
 
 
+async def _raw_get(middleware: CacheMiddleware, path: str, send: Any) -> None:
+    """A GET straight through the ASGI interface, every message to ``send`` as it comes
+    (httpx's ASGITransport would hand over the body only at its end)."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+        "server": ("testserver", 80),
+    }
+    await middleware(scope, receive, send)
+
+
 @pytest.mark.parametrize(
     "cache_control",
     [None, "no-cache", "max-age=0", "public, max-age=0"],
@@ -495,20 +515,7 @@ async def test_a_stream_that_will_not_be_stored_is_not_held_back(
             if b"data: 1" in b"".join(received):
                 first.set()
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/events",
-        "raw_path": b"/events",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "server": ("testserver", 80),
-    }
-    call = asyncio.create_task(CacheMiddleware(events, cache=cache)(scope, receive, send))
+    call = asyncio.create_task(_raw_get(CacheMiddleware(events, cache=cache), "/events", send))
     await asyncio.wait_for(first.wait(), 10)  # held back until the end: this times out
     release.set()
     await asyncio.wait_for(call, 10)
@@ -545,20 +552,7 @@ async def test_concurrent_requests_for_a_stream_not_stored_all_stream_at_once(
                     if firsts == clients:
                         everyone.set()
 
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        scope = {
-            "type": "http",
-            "method": "GET",
-            "scheme": "http",
-            "path": "/events",
-            "raw_path": b"/events",
-            "query_string": b"",
-            "headers": [(b"host", b"testserver")],
-            "server": ("testserver", 80),
-        }
-        await middleware(scope, receive, send)
+        await _raw_get(middleware, "/events", send)
         return b"".join(received)
 
     middleware = CacheMiddleware(events, cache=cache, pass_ttl=0)
