@@ -38,6 +38,7 @@ async def child() -> None:
 async def main() -> None:
     async with cache:
         print(f"cache directory: {cache.directory}")
+        await cache.stats(reset=True)  # counters survive reopening: count this run's only
         print("1. the core API")
         await cache.set("greeting", {"hello": "world", "n": (1, 2, 3)}, ttl=60)
         await timed("get('greeting')", cache.get("greeting"))
