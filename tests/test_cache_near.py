@@ -13,7 +13,7 @@ import pytest
 
 from _helpers import SHARDS, Peer, outlive
 from shardcache import AsyncCache, acached
-from shardcache._shard import _row_size
+from shardcache._near import _row_size
 
 MISSING = "<missing>"
 

@@ -34,8 +34,9 @@ from ._codec import Codec, Compressor, InvalidSignature, Serializer, TypeMismatc
 from ._errors import SerializationError
 from ._executor import Executor
 from ._keys import encode_key
+from ._near import IMMUTABLE
 from ._options import Durability, Eviction, OnCorrupt, Options, check_ttl, expire_at
-from ._shard import IMMUTABLE, SLOW_READ, SLOW_READ_BACKOFF, Row, Shard, _is_busy
+from ._shard import SLOW_READ, SLOW_READ_BACKOFF, Row, Shard, _is_busy
 from ._stampede import _flights, supersede
 from ._types import DEFAULT, MISS, NOT_NOW, TTL, Entry, Key
 
