@@ -236,6 +236,7 @@ class CacheMiddleware:
         self._methods = methods
         self._pass_ttl = pass_ttl
         self._lock_timeout = lock_timeout
+        statuses = tuple(statuses) if _iterable(statuses) else statuses  # read per policy
         self._policy = self._make_policy(ttl, statuses, cache_private, cookies, targeted)
         if rules is not None and not isinstance(rules, Mapping):
             raise ConfigurationError(f"rules={rules!r}: expected a mapping {{path glob: ttl}}")
