@@ -150,7 +150,9 @@ def _pattern(pattern: Any) -> str:
     host, slash, path = rest.partition("/")
     if not slash:
         slash, path = "/", "*"
-    return f"{scheme.lower()}{sep}{host.lower()}{slash}{path}"
+    # An IPv6 literal's brackets are literal here, not a glob's character class.
+    host = "".join({"[": "[[]", "]": "[]]"}.get(c, c) for c in host.lower())
+    return f"{scheme.lower()}{sep}{host}{slash}{path}"
 
 
 class UrlRules:
