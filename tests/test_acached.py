@@ -8,6 +8,7 @@ in a fresh directory; every async test runs on asyncio and on uvloop (conftest).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import sqlite3
@@ -652,11 +653,49 @@ async def test_after_invalidate_the_next_call_does_not_wait_for_the_old_computat
     old = asyncio.create_task(load())
     await until(lambda: _true(calls == 1))  # running: it holds the lease
     await load.invalidate()
+    assert _leases(cache) == 0  # released with the invalidation's own write
     assert await asyncio.wait_for(load(), 5) == 2  # before the fix: waited for the lease
     assert (await cache.stats()).stampede_waits == 0
     old_gate.set()
     assert await asyncio.wait_for(old, LONG) == 1
     assert await load() == 2  # the old result was not stored over the new one
+
+
+def _leases(cache: AsyncCache) -> int:
+    total = 0
+    for path in sorted(cache.directory.glob("shard-*.db")):
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            total += conn.execute("SELECT count(*) FROM leases").fetchone()[0]
+    return total
+
+
+@pytest.mark.parametrize("ticks", range(1, 9))
+async def test_a_write_while_the_computation_takes_its_lease_leaves_no_lease(
+    cache: AsyncCache, ticks: int
+) -> None:
+    """However far the first call got (looking up, taking its lease, running), a write of
+    the key lets the next call compute at once, never after the old lease's timeout."""
+    await cache.open()
+    gate = asyncio.Event()
+    calls = 0
+
+    @acached(cache, lock_timeout=30)
+    async def load() -> int:
+        nonlocal calls
+        calls += 1
+        n = calls
+        if n == 1:
+            await asyncio.wait_for(gate.wait(), LONG)
+        return n
+
+    old = asyncio.create_task(load())
+    for _ in range(ticks):
+        await asyncio.sleep(0)
+    await load.invalidate()
+    assert await asyncio.wait_for(load(), 5) >= 1
+    gate.set()
+    await asyncio.wait_for(old, LONG)
+    assert _leases(cache) == 0
 
 
 async def _true(condition: bool) -> bool:

@@ -116,43 +116,51 @@ def _target(url: str, *, with_scheme: bool) -> str:
     return f"{scheme}://{target}" if with_scheme else target
 
 
+def _split_scheme(text: str) -> tuple[str, str]:
+    """``("https://", "host/path")`` for a text with a scheme, ``("", text)`` without one:
+    a ``://`` later in the path (a proxied URL) is part of the path."""
+    head, sep, rest = text.partition("://")
+    if sep and "/" not in head:
+        return head + sep, rest
+    return "", text
+
+
 def _without_port(target: str) -> str:
     """``host[:port]/path`` (or with a scheme) without the port."""
-    scheme, sep, rest = target.rpartition("://")
+    prefix, rest = _split_scheme(target)
     authority, slash, path = rest.partition("/")
     bracket = authority.rfind("]")  # an IPv6 literal has colons of its own
     colon = authority.rfind(":")
     if colon > bracket:
         authority = authority[:colon]
-    return f"{scheme}{sep}{authority}{slash}{path}"
+    return f"{prefix}{authority}{slash}{path}"
 
 
 def _with_port(target: str) -> str:
     """``scheme://host[:port]/path`` with the port always written: the normalized URL drops
     a default one, which a pattern naming ``:80`` or ``:443`` must still match."""
-    scheme, _, rest = target.partition("://")
+    prefix, rest = _split_scheme(target)
     authority, slash, path = rest.partition("/")
     if authority.rfind(":") <= authority.rfind("]"):  # no port (an IPv6 literal has colons)
-        authority += {"http": ":80", "https": ":443"}.get(scheme, "")
-    return f"{scheme}://{authority}{slash}{path}"
+        authority += {"http://": ":80", "https://": ":443"}.get(prefix, "")
+    return f"{prefix}{authority}{slash}{path}"
 
 
 def _names_port(glob: str) -> bool:
-    authority = glob.rpartition("://")[2].partition("/")[0]
+    authority = _split_scheme(glob)[1].partition("/")[0]
     return ":" in authority[authority.rfind("]") + 1 :]
 
 
 def _pattern(pattern: Any) -> str:
     if not isinstance(pattern, str) or not pattern.strip():
         raise ConfigurationError(f"urls_ttl: pattern {pattern!r} must be a non-empty str")
-    pattern = pattern.strip()
-    scheme, sep, rest = pattern.rpartition("://")
+    prefix, rest = _split_scheme(pattern.strip())
     host, slash, path = rest.partition("/")
     if not slash:
         slash, path = "/", "*"
     # An IPv6 literal's brackets are literal here, not a glob's character class.
     host = "".join({"[": "[[]", "]": "[]]"}.get(c, c) for c in host.lower())
-    return f"{scheme.lower()}{sep}{host}{slash}{path}"
+    return f"{prefix.lower()}{host}{slash}{path}"
 
 
 class UrlRules:
@@ -172,7 +180,8 @@ class UrlRules:
         for pattern, ttl in urls_ttl.items():
             glob = _pattern(pattern)
             seconds = check_ttl(ttl, f"urls_ttl[{pattern!r}]")
-            self._rules.append((glob, "://" in glob, _names_port(glob), make_policy(seconds)))
+            with_scheme = bool(_split_scheme(glob)[0])
+            self._rules.append((glob, with_scheme, _names_port(glob), make_policy(seconds)))
         self._default = default
 
     def policy_for(self, url: str) -> CachePolicy | None:

@@ -518,9 +518,18 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
         if executor is None:  # closed while this call waited for the open to finish
             raise self._closed_error()
         if _flights:  # a computation of this key that began before must not overwrite it
-            supersede(self, args[0])
+            supersede(self, args[0], self._release_now)
         await executor.write(index, ops.op_set, args, direct=not to_file)
         self._sets += 1
+
+    def _release_now(self, kb: bytes, owner: str) -> None:
+        """Queue the release of a superseded computation's lease (``_stampede.supersede``)
+        ahead of the write that superseded it: same shard, so the same batch or an earlier
+        one, and the lease is gone once that write has committed."""
+        executor = self._executor
+        if executor is not None:
+            future = executor.submit(_crc32(kb) % self._n, ops.op_release, (kb, owner))
+            future.add_done_callback(_observed)  # best effort: the lease expires anyway
 
     async def _executor_write_direct(
         self, index: int, fn: Callable[..., Any], args: tuple[Any, ...], direct: bool = True
@@ -536,7 +545,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
             await self._ensure_open()
         kb, shard = self._route(key)
         if _flights:
-            supersede(self, kb)
+            supersede(self, kb, self._release_now)
         deleted: bool = await self._executor_write_direct(shard.index, ops.op_delete, (kb,))
         if deleted:
             self._deletes += 1
@@ -559,7 +568,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
             raise self._closed_error()
         if _flights:
             for _index, args, _to_file in encoded:
-                supersede(self, args[0])
+                supersede(self, args[0], self._release_now)
         futures = [
             executor.submit(index, ops.op_set, args, direct=not to_file)
             for index, args, to_file in encoded
@@ -577,7 +586,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
             raise self._closed_error()
         if _flights:
             for kb, _shard in routed:
-                supersede(self, kb)
+                supersede(self, kb, self._release_now)
         futures = [executor.submit(s.index, ops.op_delete, (kb,)) for kb, s in routed]
         deleted: int = sum(await _gather_all(futures))
         self._deletes += deleted
@@ -592,6 +601,11 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
             raise self._closed_error()
         futures = [executor.submit(i, fn, args) for i in range(self._n)]
         return sum(await _gather_all(futures))
+
+
+def _observed(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: no "never retrieved" warning
 
 
 async def _gather_all(futures: list[asyncio.Future[Any]]) -> list[Any]:

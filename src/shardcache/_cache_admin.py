@@ -51,6 +51,7 @@ class _WholeCache:
         _pool: concurrent.futures.ThreadPoolExecutor | None
 
         async def _ensure_open(self) -> None: ...
+        def _release_now(self, kb: bytes, owner: str) -> None: ...
         async def _executor_write_direct(
             self, index: int, fn: Callable[..., Any], args: tuple[Any, ...], direct: bool = True
         ) -> Any: ...
@@ -84,7 +85,9 @@ class _WholeCache:
         """Delete every entry stored with ``tag``; the number of live entries removed."""
         if type(tag) is not str:
             raise TypeError(f"tag must be a str, not {type(tag).__name__}")
-        supersede_all(self, tag)  # running computations that would store under the tag
+        supersede_all(
+            self, tag, self._release_now
+        )  # running computations that would store under the tag
         removed = await self._on_every_shard(ops.op_evict, (tag,))
         self._deletes += removed
         return removed
@@ -95,7 +98,9 @@ class _WholeCache:
 
     async def clear(self) -> int:
         """Delete everything; the number of live entries removed."""
-        supersede_all(self)  # computations running now must not store over the clear
+        supersede_all(
+            self, None, self._release_now
+        )  # computations running now must not store over the clear
         removed = await self._on_every_shard(ops.op_clear)
         for shard in self._shards:
             shard.clear_near()

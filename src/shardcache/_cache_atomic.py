@@ -40,6 +40,7 @@ class _AtomicOps:
         def _encode(
             self, key: Any, value: Any, ttl: Any, tag: Any, stale_ttl: Any, now: float
         ) -> tuple[int, tuple[Any, ...], bool]: ...
+        def _release_now(self, kb: bytes, owner: str) -> None: ...
         async def _executor_write_direct(
             self, index: int, fn: Callable[..., Any], args: tuple[Any, ...], direct: bool = True
         ) -> Any: ...
@@ -57,7 +58,7 @@ class _AtomicOps:
             await self._ensure_open()
         index, args, to_file = self._encode(key, value, ttl, tag, 0, time.time())
         if _flights:
-            supersede(self, args[0])
+            supersede(self, args[0], self._release_now)
         added: bool = await self._executor_write_direct(index, ops.op_add, args, not to_file)
         if added:
             self._sets += 1
@@ -69,7 +70,7 @@ class _AtomicOps:
             await self._ensure_open()
         kb, shard = self._route(key)
         if _flights:
-            supersede(self, kb)
+            supersede(self, kb, self._release_now)
         got = await self._executor_write_direct(shard.index, ops.op_pop, (kb,))
         if got is None:
             self._misses += 1

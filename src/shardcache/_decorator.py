@@ -448,7 +448,8 @@ class CachedFunction(Generic[P, R]):
         """
         key = self.cache_key(*args, **kwargs)
         cache = self.cache
-        supersede(cache, encode_key(key))  # any backend: AsyncCache.delete does it too
+        if not hasattr(cache, "_release_now"):  # AsyncCache.delete supersedes by itself
+            supersede(cache, encode_key(key))
         return await cache.delete(key)
 
     async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -460,7 +461,8 @@ class CachedFunction(Generic[P, R]):
         if self._cache_if is None or self._cache_if(value):
             try:
                 cache = self.cache
-                supersede(cache, encode_key(key))  # any backend: AsyncCache.set does it too
+                if not hasattr(cache, "_release_now"):  # AsyncCache.set supersedes itself
+                    supersede(cache, encode_key(key))
                 await cache.set(key, value, ttl=self._ttl, tag=self._tag, stale_ttl=self._stale_ttl)
             except Exception as exc:
                 _warn_once("write", exc, self._cache)

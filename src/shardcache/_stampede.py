@@ -263,38 +263,46 @@ def _landed(fkey: _FlightKey, flight: _Flight, key: Key, task: asyncio.Task[Any]
         )
 
 
-def supersede(backend: Any, kb: bytes) -> None:
+#: How a backend releases a superseded computation's lease right away: ``(kb, owner)``.
+Release = Callable[[bytes, str], None]
+
+
+def supersede(backend: Any, kb: bytes, release: Release | None = None) -> None:
     """The key (encoded: ``kb``) was just set, deleted, invalidated or refreshed: a
     computation of it already running in this loop started from older data. It must not
-    store its result over the newer state, and later calls must not join it. (Its own
-    callers still get its result: they asked before.) One that is storing already is left
-    alone: its write is queued ahead of this one, which therefore wins."""
+    store its result over the newer state, and later calls must not join it or wait for
+    its lease. (Its own callers still get its result: they asked before.) One that is
+    storing already is left alone: its write is queued ahead of this one, which wins.
+
+    ``release(kb, owner)`` queues the release of its lease ahead of the caller's own write
+    (AsyncCache: same shard, same batch); without it, a task releases it."""
     if not _flights:
         return
     fkey = (id(asyncio.get_running_loop()), id(backend), kb)
     flight = _flights.get(fkey)
     if flight is not None and not flight.job.storing:
-        _drop(fkey, flight)
+        _drop(fkey, flight, release)
 
 
-def supersede_all(backend: Any, tag: str | None = None) -> None:
+def supersede_all(backend: Any, tag: str | None = None, release: Release | None = None) -> None:
     """:func:`supersede` for every key of ``backend`` (``clear``), or every key computed
     to be stored under ``tag`` (``evict``)."""
     for fkey, flight in list(_flights.items()):
         job = flight.job
         if fkey[1] == id(backend) and not job.storing and (tag is None or job.tag == tag):
-            _drop(fkey, flight)
+            _drop(fkey, flight, release)
 
 
-def _drop(fkey: _FlightKey, flight: _Flight) -> None:
+def _drop(fkey: _FlightKey, flight: _Flight, release: Release | None) -> None:
     job = flight.job
-    job.superseded = True
+    job.superseded = True  # and if it is still taking its lease, _fill lets it go
     del _flights[fkey]
     owner, job.owner = job.owner, None
-    if owner is not None:
-        # Its lease goes now, not when its (now useless) computation ends: the next call
-        # computes at once instead of waiting for it. On an AsyncCache the release joins
-        # the batch of the caller's own write, so it has committed when that write has.
+    if owner is None:
+        return
+    if release is not None:
+        release(job.kb, owner)
+    else:
         _release_later(job, owner)
 
 
@@ -385,6 +393,11 @@ async def _fill(job: _Job, *, background: bool, seen: float | None, cache_ok: bo
             _warn_once("lease", exc, backend)
             return await _compute(job, store=False)
         if leased:
+            if job.superseded:
+                # A write superseded it while it was taking the lease: let the lease go
+                # now (the next call must not wait for it) and compute for its callers.
+                await _release(job, owner)
+                return await _compute(job, store=False)
             job.owner = owner  # supersede() hands the lease on at once
             try:
                 # Another process may have stored it while we queued for the lease.

@@ -187,14 +187,15 @@ class CacheMiddleware:
                 f"cache must implement shardcache.CacheBackend (an AsyncCache), "
                 f"got {type(cache).__name__}"
             )
+        given = "header"
         if not isinstance(cache_header, _Unset):
             if not isinstance(header, _Unset) and header != cache_header:
                 raise ConfigurationError("header= and cache_header= name the same option")
-            header = cache_header
+            header, given = cache_header, "cache_header"
         if isinstance(header, _Unset):
             header = "X-Cache"
         if header is not None and not (isinstance(header, str) and _HEADER_NAME.fullmatch(header)):
-            raise ConfigurationError(f"header={header!r}: not a header name (or None)")
+            raise ConfigurationError(f"{given}={header!r}: not a header name (or None)")
         if key is not None and not callable(key):
             raise ConfigurationError(f"key={key!r}: expected a callable(scope, key) or None")
         if type(cache_private) is not bool:

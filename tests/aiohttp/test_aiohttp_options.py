@@ -70,6 +70,7 @@ async def test_cache_must_be_a_backend() -> None:
         ("http://shop.example.net/x", 1.0),  # port 80: not that pattern
         ("http://[::1]:8080/x", 4.0),  # an IPv6 literal's brackets are not a glob class
         ("http://[::1]:8081/x", 1.0),
+        ("https://mirror.example.org:8443/proxy/http://a/b", 6.0),  # a URL in the path
         ("https://docs.example.org/x", 7.0),
         ("http://docs.example.org/x", 1.0),  # the pattern names https only
     ],
@@ -86,6 +87,7 @@ def test_urls_ttl_patterns(url: str, expected: float | None) -> None:
             "https://docs.example.org/*": 7,
             "shop.example.net:443/*": 3,
             "[::1]:8080/*": 4,
+            "mirror.example.org/proxy/*": 6,
             "*.example.com/*": 9,  # later: never reached for /api/ URLs
         },
         make,

@@ -818,6 +818,13 @@ async def test_bad_options_raise_configuration_error(
         CacheMiddleware(Origin(), cache=cache, **options)
 
 
+async def test_an_option_error_names_the_option_given(cache: AsyncCache) -> None:
+    with pytest.raises(ConfigurationError, match=r"^cache_header=5"):
+        CacheMiddleware(Origin(), cache=cache, cache_header=5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"^header='X Y'"):
+        CacheMiddleware(Origin(), cache=cache, header="X Y")
+
+
 async def test_cache_must_be_a_backend() -> None:
     with pytest.raises(TypeError, match="CacheBackend"):
         CacheMiddleware(Origin(), cache={})  # type: ignore[arg-type]
