@@ -638,20 +638,9 @@ async def test_after_invalidate_the_next_call_does_not_wait_for_the_old_computat
 ) -> None:
     """The superseded computation's lease is released at once: the next call computes
     while the old one is still running (here: blocked until the test ends)."""
-    old_gate = asyncio.Event()
-    calls = 0
-
-    @acached(cache, lock_timeout=30)
-    async def load() -> int:
-        nonlocal calls
-        calls += 1
-        n = calls
-        if n == 1:
-            await asyncio.wait_for(old_gate.wait(), LONG)
-        return n
-
+    load, old_gate, calls = _first_call_held(cache)
     old = asyncio.create_task(load())
-    await until(lambda: _true(calls == 1))  # running: it holds the lease
+    await until(lambda: _true(len(calls) == 1))  # running: it holds the lease
     await load.invalidate()
     assert _leases(cache) == 0  # released with the invalidation's own write
     assert await asyncio.wait_for(load(), 5) == 2  # before the fix: waited for the lease
@@ -659,6 +648,22 @@ async def test_after_invalidate_the_next_call_does_not_wait_for_the_old_computat
     old_gate.set()
     assert await asyncio.wait_for(old, LONG) == 1
     assert await load() == 2  # the old result was not stored over the new one
+
+
+def _first_call_held(cache: AsyncCache) -> tuple[Any, asyncio.Event, list[int]]:
+    """A cached function whose first run waits for the gate; the runs so far."""
+    gate = asyncio.Event()
+    calls: list[int] = []
+
+    @acached(cache, lock_timeout=30)
+    async def load() -> int:
+        calls.append(len(calls) + 1)
+        n = len(calls)
+        if n == 1:
+            await asyncio.wait_for(gate.wait(), LONG)
+        return n
+
+    return load, gate, calls
 
 
 def _leases(cache: AsyncCache) -> int:
@@ -676,18 +681,7 @@ async def test_a_write_while_the_computation_takes_its_lease_leaves_no_lease(
     """However far the first call got (looking up, taking its lease, running), a write of
     the key lets the next call compute at once, never after the old lease's timeout."""
     await cache.open()
-    gate = asyncio.Event()
-    calls = 0
-
-    @acached(cache, lock_timeout=30)
-    async def load() -> int:
-        nonlocal calls
-        calls += 1
-        n = calls
-        if n == 1:
-            await asyncio.wait_for(gate.wait(), LONG)
-        return n
-
+    load, gate, _calls = _first_call_held(cache)
     old = asyncio.create_task(load())
     for _ in range(ticks):
         await asyncio.sleep(0)
