@@ -6,6 +6,7 @@ import asyncio
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -583,6 +584,31 @@ async def test_stats_counters_survive_reopen_and_add_up_across_instances(
     async with AsyncCache(directory) as fifth:  # the reset zeroed the saved totals too
         stats = await fifth.stats()
         assert (stats.hits, stats.misses, stats.sets, stats.deletes) == (0, 0, 0, 0)
+
+
+async def test_stats_reset_keeps_a_total_saved_while_it_ran(tmp_path: Path) -> None:
+    """reset=True takes away the totals it read: another instance that closes between that
+    read and the reset's write keeps its counts (zeroing would drop them)."""
+    directory = tmp_path / "c"
+    async with AsyncCache(directory) as earlier:
+        await earlier.get("missing")  # a saved total for the reset to take
+    closing = AsyncCache(directory)
+    for _ in range(3):
+        await closing.get("missing")
+
+    class ClosesTheOtherMidReset(AsyncCache):
+        async def _in_pool(self, fn: Any, *args: Any) -> Any:
+            result = await super()._in_pool(fn, *args)
+            if args and "stat." in str(args[-1]):  # the read of the saved totals
+                await closing.aclose()  # saves its 3 misses before the reset's write
+            return result
+
+    async with ClosesTheOtherMidReset(directory) as resetting:
+        await resetting.get("missing")
+        stats = await resetting.stats(reset=True)
+        assert stats.misses == 2  # the earlier one's and its own: the other's came later
+    async with AsyncCache(directory) as later:
+        assert (await later.stats()).misses == 3
 
 
 async def test_stats_counts_evictions(make_cache) -> None:

@@ -160,8 +160,11 @@ class _WholeCache:
             # This instance's first, before the await: counts made meanwhile belong to the
             # new period, not to none.
             self._reset_counters()
-            if saved:
-                await self._executor_write_direct(0, ops.op_zero_stats, ())
+            # Take away what was read, not zero: a total another instance saves meanwhile
+            # (it closed) must survive the reset.
+            taken = [(name[len(sql.STAT_PREFIX) :], -int(n)) for name, n in saved.items() if n]
+            if taken:
+                await self._executor_write_direct(0, ops.op_add_stats, (taken,))
         return result
 
     async def keys(self) -> AsyncIterator[Any]:

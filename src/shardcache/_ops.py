@@ -37,7 +37,6 @@ __all__ = [
     "op_set",
     "op_set_rows",
     "op_touch",
-    "op_zero_stats",
 ]
 
 
@@ -271,13 +270,9 @@ def op_flush(shard: Shard, cur: sqlite3.Cursor, batch: _Batch) -> int:
 def op_add_stats(
     shard: Shard, cur: sqlite3.Cursor, batch: _Batch, counts: list[tuple[str, int]]
 ) -> None:
-    """Add an instance's counters to the directory's saved totals (``stats()``)."""
+    """Add an instance's counters to the directory's saved totals (``stats()``); negative
+    counts take away what ``stats(reset=True)`` read."""
     cur.executemany(sql.ADD_STAT, [(sql.STAT_PREFIX + name, n) for name, n in counts])
-
-
-def op_zero_stats(shard: Shard, cur: sqlite3.Cursor, batch: _Batch) -> None:
-    """``stats(reset=True)``: zero the saved totals."""
-    cur.execute(sql.ZERO_STATS, (sql.STAT_PREFIX + "%",))
 
 
 def op_drop_misfit(

@@ -145,7 +145,6 @@ ADD_STAT: Final = (
     "INSERT INTO settings (name, value) VALUES (?, ?) "
     "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
 )
-ZERO_STATS: Final = "UPDATE settings SET value = 0 WHERE name LIKE ?"
 SAVED_STATS: Final = "SELECT name, value FROM settings WHERE name LIKE ?"
 TRASH: Final = "SELECT rowid, file FROM trash"
 EMPTY_TRASH: Final = "DELETE FROM trash WHERE rowid = ? AND file = ?"
