@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from ._errors import ConfigurationError
 from ._http import LOOKUP_METHODS, CachePolicy, normalize_url
-from ._options import check_ttl
+from ._options import check_lock_timeout, check_ttl
 
 __all__ = [
     "DO_NOT_CACHE",
@@ -99,12 +99,6 @@ def check_max_body_size(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigurationError(f"max_body_size={value!r}: expected bytes as an int >= 0, or None")
     return value
-
-
-def check_lock_timeout(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ConfigurationError(f"lock_timeout={value!r}: expected seconds > 0")
-    return float(value)
 
 
 def _target(url: str, *, with_scheme: bool) -> str:

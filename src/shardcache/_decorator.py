@@ -27,8 +27,8 @@ import msgspec
 
 from ._errors import CacheError, ConfigurationError
 from ._keys import encode_key
-from ._options import check_ttl
-from ._stampede import _check_lock_timeout, _warn_once, get_or_compute, supersede
+from ._options import check_lock_timeout, check_ttl
+from ._stampede import _warn_once, get_or_compute, supersede
 from ._types import DEFAULT, NOT_NOW, TTL, CacheBackend, Key
 
 __all__ = ["BoundCachedFunction", "CachedFunction", "acached", "default_cache"]
@@ -193,7 +193,7 @@ class CachedFunction(Generic[P, R]):
             raise ConfigurationError(
                 f"stale_ttl={stale_ttl!r}: expected a finite number of seconds >= 0"
             )
-        self._lock_timeout = _check_lock_timeout(lock_timeout)
+        self._lock_timeout = check_lock_timeout(lock_timeout)
         if early_refresh is not None and (
             isinstance(early_refresh, bool)
             or not isinstance(early_refresh, (int, float))

@@ -16,7 +16,16 @@ from typing import Any, Literal, get_args
 from ._errors import ConfigurationError
 from ._types import DEFAULT
 
-__all__ = ["Durability", "Eviction", "OnCorrupt", "Options", "default_directory", "expire_at"]
+__all__ = [
+    "Durability",
+    "Eviction",
+    "OnCorrupt",
+    "Options",
+    "check_lock_timeout",
+    "check_ttl",
+    "default_directory",
+    "expire_at",
+]
 
 Eviction = Literal["least-recently-stored", "least-recently-used", "least-frequently-used", "none"]
 Durability = Literal["normal", "full", "off"]
@@ -61,6 +70,14 @@ def check_ttl(ttl: Any, name: str = "ttl") -> float | None:
     if math.isnan(ttl) or ttl < 0:
         raise ConfigurationError(f"{name}={ttl!r}: expected seconds >= 0 (or None for no expiry)")
     return None if math.isinf(ttl) else ttl
+
+
+def check_lock_timeout(value: Any) -> float:
+    """Validate ``lock_timeout`` (``@acached``, ``get_or_set``, the middleware, the session):
+    a finite number of seconds > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ConfigurationError(f"lock_timeout={value!r}: expected a finite number of seconds > 0")
+    return float(value)
 
 
 def expire_at(ttl: Any, default_ttl: float | None, now: float) -> float | None:

@@ -45,6 +45,7 @@ from typing import Any, Final
 
 from ._errors import CacheTimeoutError, ConfigurationError
 from ._keys import encode_key
+from ._options import check_lock_timeout
 from ._types import DEFAULT, MISSING, TTL, CacheBackend, Entry, Key
 
 __all__ = ["get_or_compute", "supersede", "supersede_all"]
@@ -147,18 +148,6 @@ def _fresh(entry: Entry | None, now: float) -> bool:
     return entry is not None and (entry.expire_time is None or entry.expire_time > now)
 
 
-def _check_lock_timeout(lock_timeout: Any) -> float:
-    if (
-        isinstance(lock_timeout, bool)
-        or not isinstance(lock_timeout, (int, float))
-        or not 0 < lock_timeout < math.inf
-    ):
-        raise ConfigurationError(
-            f"lock_timeout={lock_timeout!r}: expected a finite number of seconds > 0"
-        )
-    return float(lock_timeout)
-
-
 async def get_or_compute(
     backend: CacheBackend,
     key: Key,
@@ -187,7 +176,7 @@ async def get_or_compute(
             entry = None  # the full path below reports the failure (or fails open)
         if entry is not None and (entry.expire_time is None or entry.expire_time > time.time()):
             return entry.value
-    lock_timeout = _check_lock_timeout(lock_timeout)
+    lock_timeout = check_lock_timeout(lock_timeout)
     if early_refresh is not None and not 0 < early_refresh < math.inf:
         raise ConfigurationError(f"early_refresh={early_refresh!r}: expected a number > 0")
     job = _Job(
@@ -526,7 +515,7 @@ async def single_flight(
     ``produce`` may then ``publish(result, shared)`` before it returns (``shared`` False
     as soon as it knows: the waiters then go to the source without waiting for its end).
     """
-    lock_timeout = _check_lock_timeout(lock_timeout)
+    lock_timeout = check_lock_timeout(lock_timeout)
     kb = encode_key(key)
     loop = asyncio.get_running_loop()
     fkey = (id(loop), id(backend), kb)

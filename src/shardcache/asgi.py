@@ -36,15 +36,13 @@ request goes to the app and the failure is logged once per cause.
 Private helpers, one concept each: ``_asgi_exchange`` (one trip to the app: buffer, store,
 answer), ``_asgi_lookup`` (keys, rules, the per-entry HIT plans), ``_asgi_pass``
 (hit-for-pass remembered in the process), ``_asgi_refresh`` (stale-while-revalidate in the
-background), ``_asgi_fastapi`` (:func:`cache_for`).
+background), ``_asgi_fastapi`` (:func:`cache_for`), ``_asgi_options`` (the options,
+checked once).
 """
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
-import math
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Literal
@@ -61,13 +59,12 @@ from ._asgi_exchange import (
     Send,
 )
 from ._asgi_fastapi import cache_for
-from ._asgi_lookup import MEMO_SIZE, HitPlans, KeyFunction, Routing
+from ._asgi_lookup import MEMO_SIZE, HitPlans, KeyFunction
+from ._asgi_options import UNSET, Unset, check_options
 from ._asgi_pass import PassMemo, Renewal
 from ._asgi_refresh import Refresher
-from ._errors import ConfigurationError
 from ._http import (
     HEURISTICALLY_CACHEABLE_STATUSES,
-    LOOKUP_METHODS,
     SAFE_METHODS,
     CachePolicy,
     Reuse,
@@ -98,20 +95,6 @@ DEFAULT_STATUSES: Final = HEURISTICALLY_CACHEABLE_STATUSES - {501}
 # What the primary key holds: a response, the Vary names of its variants, or a marker.
 _SLOT: Final[Any] = StoredResponse | list[str] | str
 _PROBE_INTERVAL: Final = 1.0  # seconds between storability checks of a "pass" URL
-_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2 token
-_NEVER: Final = frozenset({"no-cache", "no-store"})  # rules values meaning "never cache"
-
-
-def _iterable(values: Any) -> bool:
-    """Whether ``values`` is a collection (one str is not a collection of names)."""
-    return isinstance(values, Iterable) and not isinstance(values, (str, bytes))
-
-
-class _Unset:
-    """``cache_header`` not given (``None`` means "no header")."""
-
-
-_UNSET: Final = _Unset()
 
 
 class CacheMiddleware:
@@ -173,93 +156,43 @@ class CacheMiddleware:
         statuses: Iterable[int] = DEFAULT_STATUSES,
         max_body_size: int = 2**20,
         key: KeyFunction | None = None,
-        header: str | _Unset | None = _UNSET,
+        header: str | Unset | None = UNSET,
         cache_private: bool = False,
         cookies: Literal["explicit", "ignore"] = "explicit",
         targeted_fields: Iterable[str] = ("CDN-Cache-Control",),
         rules: Mapping[str, float | str | None] | None = None,
         pass_ttl: float = 30.0,
         lock_timeout: float = 10.0,
-        cache_header: str | _Unset | None = _UNSET,
+        cache_header: str | Unset | None = UNSET,
     ) -> None:
         if not isinstance(cache, CacheBackend):
             raise TypeError(
                 f"cache must implement shardcache.CacheBackend (an AsyncCache), "
                 f"got {type(cache).__name__}"
             )
-        given = "header"
-        if not isinstance(cache_header, _Unset):
-            if not isinstance(header, _Unset) and header != cache_header:
-                raise ConfigurationError("header= and cache_header= name the same option")
-            header, given = cache_header, "cache_header"
-        if isinstance(header, _Unset):
-            header = "X-Cache"
-        if header is not None and not (isinstance(header, str) and _HEADER_NAME.fullmatch(header)):
-            raise ConfigurationError(f"{given}={header!r}: not a header name (or None)")
-        if key is not None and not callable(key):
-            raise ConfigurationError(f"key={key!r}: expected a callable(scope, key) or None")
-        if type(cache_private) is not bool:
-            raise ConfigurationError(f"cache_private={cache_private!r}: expected True or False")
-        methods = tuple(methods) if _iterable(methods) else methods
-        if not _iterable(methods) or not all(isinstance(m, str) for m in methods):
-            raise ConfigurationError(f"methods={methods!r}: expected a sequence of method names")
-        methods = frozenset(method.upper() for method in methods)
-        if not methods <= LOOKUP_METHODS:
-            raise ConfigurationError(
-                f"methods={sorted(methods)!r}: only GET and HEAD can be answered from a cache"
-            )
-        if type(max_body_size) is not int or max_body_size < 0:
-            raise ConfigurationError(f"max_body_size={max_body_size!r}: expected an int >= 0")
-        if cookies not in ("explicit", "ignore"):
-            raise ConfigurationError(f"cookies={cookies!r}: expected 'explicit' or 'ignore'")
-        try:
-            fields: tuple[Any, ...] = (
-                () if isinstance(targeted_fields, str) else tuple(targeted_fields)
-            )
-        except TypeError:
-            fields = (None,)  # not iterable: reported below
-        if isinstance(targeted_fields, str) or not all(
-            isinstance(field, str) and _HEADER_NAME.fullmatch(field) for field in fields
-        ):
-            raise ConfigurationError(
-                f"targeted_fields={targeted_fields!r}: expected a sequence of header names"
-            )
-        targeted = tuple(field.lower().encode("latin-1") for field in fields)
-        if type(pass_ttl) not in (int, float) or not (pass_ttl >= 0 and math.isfinite(pass_ttl)):
-            raise ConfigurationError(f"pass_ttl={pass_ttl!r}: expected seconds >= 0")
-        if type(lock_timeout) not in (int, float) or not (
-            lock_timeout > 0 and math.isfinite(lock_timeout)
-        ):
-            raise ConfigurationError(f"lock_timeout={lock_timeout!r}: expected seconds > 0")
+        options = check_options(
+            ttl=ttl,
+            methods=methods,
+            statuses=statuses,
+            max_body_size=max_body_size,
+            key=key,
+            header=header,
+            cache_header=cache_header,
+            cache_private=cache_private,
+            cookies=cookies,
+            targeted_fields=targeted_fields,
+            rules=rules,
+            pass_ttl=pass_ttl,
+            lock_timeout=lock_timeout,
+        )
         self.app = app
         self.cache = cache
-        self.max_body_size = max_body_size
-        self._methods = methods
-        self._pass_ttl = pass_ttl
-        self._lock_timeout = lock_timeout
-        statuses = tuple(statuses) if _iterable(statuses) else statuses  # read per policy
-        self._policy = self._make_policy(ttl, statuses, cache_private, cookies, targeted)
-        if rules is not None and not isinstance(rules, Mapping):
-            raise ConfigurationError(f"rules={rules!r}: expected a mapping {{path glob: ttl}}")
-        rule_policies = []
-        for pattern, rule_ttl in (rules or {}).items():
-            if not isinstance(pattern, str):
-                raise ConfigurationError(f"rules: {pattern!r} is not a path glob (a str)")
-            never = rule_ttl in _NEVER if isinstance(rule_ttl, str) else rule_ttl == 0
-            try:
-                policy = (
-                    None
-                    if never
-                    else self._make_policy(rule_ttl, statuses, cache_private, cookies, targeted)
-                )
-            except ConfigurationError as exc:
-                raise ConfigurationError(
-                    f"rules[{pattern!r}]={rule_ttl!r}: expected seconds >= 0, None (forever), "
-                    f"0, 'no-cache' or 'no-store' (never cached) ({exc})"
-                ) from None
-            rule_policies.append((re.compile(fnmatch.translate(pattern)), policy))
-        self._routing = Routing(self._policy, rule_policies, key)
-        name = None if header is None else header.lower().encode("latin-1")
+        self.max_body_size = options.max_body_size
+        self._methods = options.methods
+        self._pass_ttl = options.pass_ttl
+        self._lock_timeout = options.lock_timeout
+        self._routing = options.routing
+        name = options.header
         #: The lowercase name of the HIT/MISS header, never stored with a response.
         self.cache_header_name = name
         self._hit: tuple[tuple[bytes, bytes], ...] = () if name is None else ((name, b"HIT"),)
@@ -268,37 +201,10 @@ class CacheMiddleware:
             () if name is None else ((name, b"MISS"),)
         )
         self._plans = HitPlans(self._hit)
-        self._passing = PassMemo(interval=_PROBE_INTERVAL, horizon=pass_ttl, limit=MEMO_SIZE)
-        self._refresher = Refresher(self, lock_timeout)
-
-    @staticmethod
-    def _make_policy(
-        ttl: Any,
-        statuses: Iterable[int],
-        cache_private: bool,
-        cookies: str,
-        targeted: tuple[bytes, ...],
-    ) -> CachePolicy:
-        if ttl is not None and (
-            type(ttl) not in (int, float) or not (ttl >= 0 and math.isfinite(ttl))
-        ):
-            raise ConfigurationError(f"ttl={ttl!r}: expected seconds >= 0, or None (forever)")
-        if not _iterable(statuses):
-            raise ConfigurationError(f"statuses={statuses!r}: expected HTTP status codes (ints)")
-        statuses = list(statuses)
-        if not all(type(s) is int and 100 <= s <= 599 for s in statuses):
-            raise ConfigurationError(f"statuses={statuses!r}: expected HTTP status codes (ints)")
-        try:
-            return CachePolicy(
-                shared=True,
-                default_ttl=None if ttl is None else float(ttl),
-                cacheable_statuses=frozenset(statuses),
-                cache_private=cache_private,
-                cookie_credentials=cookies == "explicit",
-                targeted=targeted,
-            )
-        except ValueError as exc:  # the policy's own checks (206, 304 are never stored)
-            raise ConfigurationError(f"statuses={sorted(statuses)!r}: {exc}") from None
+        self._passing = PassMemo(
+            interval=_PROBE_INTERVAL, horizon=options.pass_ttl, limit=MEMO_SIZE
+        )
+        self._refresher = Refresher(self, options.lock_timeout)
 
     # -- the request ------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
