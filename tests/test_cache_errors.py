@@ -95,6 +95,37 @@ async def test_unsupported_key_type_raises_type_error_and_writes_nothing(
     assert not await cache.has("good")
 
 
+async def test_bad_input_to_an_unopened_cache_creates_nothing(tmp_path: Path) -> None:
+    """Bad input raises before anything is written: not even the (lazily created) cache
+    directory and its shard files."""
+    directory = tmp_path / "never"
+    cache = AsyncCache(directory)
+    key: Any = [1]
+    for call in (
+        lambda: cache.get(key),
+        lambda: cache.has(key),
+        lambda: cache.get_entry(key),
+        lambda: cache.ttl(key),
+        lambda: cache.delete(key),
+        lambda: cache.pop(key),
+        lambda: cache.touch(key, ttl=1),
+        lambda: cache.touch("k", ttl=-1),
+        lambda: cache.incr(key),
+        lambda: cache.get_many(["good", key]),
+        lambda: cache.delete_many(["good", key]),
+        lambda: cache.set(key, 1),
+        lambda: cache.set("k", object()),
+        lambda: cache.set("k", 1, ttl=-1),
+        lambda: cache.add(key, 1),
+        lambda: cache.set_many({"good": 1, "bad": object()}),
+        lambda: cache.acquire_lease(key, "me", 1.0),
+    ):
+        with pytest.raises((TypeError, ConfigurationError)):  # a bad ttl: ConfigurationError
+            await call()
+        assert not directory.exists()
+    await cache.aclose()
+
+
 class Colour(enum.StrEnum):
     RED = "red"
 
@@ -307,6 +338,19 @@ async def test_file_where_the_directory_should_be(tmp_path: Path) -> None:
     assert path.read_text() == "precious"
 
 
+async def test_file_where_the_values_directory_should_be(tmp_path: Path) -> None:
+    directory = tmp_path / "c"
+    directory.mkdir()
+    values = directory / "values"
+    values.write_text("precious")
+    cache = AsyncCache(directory)
+    with pytest.raises(CacheError) as info:
+        await cache.set("k", 1)
+    assert f"{values} exists and is not a directory" in str(info.value)  # the path in the way
+    await cache.aclose()
+    assert values.read_text() == "precious"
+
+
 async def test_file_where_a_parent_directory_should_be(tmp_path: Path) -> None:
     parent = tmp_path / "file"
     parent.write_text("precious")
@@ -379,20 +423,33 @@ async def test_garbage_shard_file_raises_corrupt_error(cache_dir: Path) -> None:
     assert shard.read_bytes() == garbage  # never silently overwritten
 
 
-async def test_foreign_sqlite_database_raises_corrupt_error(cache_dir: Path) -> None:
+@pytest.mark.parametrize(
+    "schema",
+    [
+        "CREATE TABLE users (name TEXT)",
+        # A table named like ours, even with our columns, does not make the file a shard.
+        "CREATE TABLE settings (name TEXT PRIMARY KEY, value); CREATE TABLE users (name TEXT)",
+        "CREATE TABLE settings (a, b, c); CREATE TABLE users (name TEXT)",
+    ],
+)
+async def test_foreign_sqlite_database_raises_corrupt_error_and_stays_as_it_was(
+    cache_dir: Path, schema: str
+) -> None:
     cache_dir.mkdir()
     shard = cache_dir / "shard-000.db"
     conn = sqlite3.connect(shard)
-    conn.execute("CREATE TABLE users (name TEXT)")
+    conn.executescript(schema)
     conn.execute("INSERT INTO users VALUES ('ada')")
     conn.commit()
     conn.close()
+    before = shard.read_bytes()
     cache = AsyncCache(cache_dir, shards=1)
     await _expect_corrupt(cache, shard)
     await cache.aclose()
+    # Not a byte changed: not even the journal mode in the header (bytes 18-19).
+    assert shard.read_bytes() == before
     conn = sqlite3.connect(shard)
     assert conn.execute("SELECT name FROM users").fetchall() == [("ada",)]
-    assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("users",)]
     conn.close()
 
 
@@ -428,6 +485,15 @@ def _corrupt_table(directory: Path, table: str) -> Path:
         fh.seek((root - 1) * page_size)
         fh.write(b"\xff" * page_size)
     return shard
+
+
+async def test_vacuum_of_a_damaged_shard_raises_corrupt_error(cache_dir: Path) -> None:
+    await _make(cache_dir, shards=1)
+    shard = _corrupt_table(cache_dir, "entries")
+    async with AsyncCache(cache_dir, shards=1) as cache:
+        with pytest.raises(CacheCorruptError) as info:
+            await cache.vacuum()
+        assert info.value.path == str(shard)
 
 
 async def test_corrupt_entries_found_on_read_raise_corrupt_error(cache_dir: Path) -> None:

@@ -285,6 +285,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
                     await self._dropped()
                 return value
         else:
+            encode_key(key)  # a bad key raises before the directory is created
             await self._ensure_open()
         value = await self._get_slow(key, default, type)
         if type is not None and self._dropping is not None:
@@ -390,9 +391,9 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
 
     async def get_entry(self, key: Key, *, type: Any = None) -> Entry | None:
         """The value with its expiry; also an expired one still inside its ``stale_ttl``."""
+        kb = encode_key(key)
         if not self._ready:
             await self._ensure_open()
-        kb = encode_key(key)
         shard = self._shards[_crc32(kb) % self._n]
         now = _time()
         row = self._local(shard, kb, now)
@@ -422,6 +423,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
     async def ttl(self, key: Key) -> float | None:
         """Seconds left before ``key`` expires; ``None`` if never; ``KeyError`` if missing."""
         if not self._ready:
+            encode_key(key)  # a bad key raises before the directory is created
             await self._ensure_open()
         kb, shard = self._route(key)
         now = time.time()
@@ -432,11 +434,11 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
 
     async def get_many(self, keys: Iterable[Key]) -> dict[Any, Any]:
         """A dict of the live entries among ``keys`` (misses are absent)."""
-        if not self._ready:
-            await self._ensure_open()
         wanted: dict[bytes, Any] = {}
         for key in keys:
             wanted[encode_key(key)] = key
+        if not self._ready:
+            await self._ensure_open()
         by_shard: dict[int, list[bytes]] = {}
         for kb in wanted:
             by_shard.setdefault(zlib.crc32(kb) % self._n, []).append(kb)
@@ -511,9 +513,10 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
         ``ttl`` in seconds (``None``: never expires; omitted: ``default_ttl``). ``stale_ttl``
         keeps the entry that long past its expiry for ``get_entry``/``get_or_set``.
         """
+        # Encoded (and checked) first: bad input raises before the directory is created.
+        index, args, to_file = self._encode(key, value, ttl, tag, stale_ttl, time.time())
         if not self._ready:
             await self._ensure_open()
-        index, args, to_file = self._encode(key, value, ttl, tag, stale_ttl, time.time())
         executor = self._executor
         if executor is None:  # closed while this call waited for the open to finish
             raise self._closed_error()
@@ -542,6 +545,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
     async def delete(self, key: Key) -> bool:
         """Delete ``key``; True if a live entry was removed."""
         if not self._ready:
+            encode_key(key)  # a bad key raises before the directory is created
             await self._ensure_open()
         kb, shard = self._route(key)
         if _flights:
@@ -559,10 +563,10 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
             raise TypeError(
                 f"set_many() takes a mapping of key -> value, not {type(mapping).__name__}"
             )
-        if not self._ready:
-            await self._ensure_open()
         now = time.time()
         encoded = [self._encode(k, v, ttl, tag, 0, now) for k, v in mapping.items()]
+        if not self._ready:
+            await self._ensure_open()
         executor = self._executor
         if executor is None:  # closed while this call waited for the open to finish
             raise self._closed_error()
@@ -578,9 +582,10 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
 
     async def delete_many(self, keys: Iterable[Key]) -> int:
         """Delete every key; the number of live entries removed."""
+        kbs = [encode_key(k) for k in keys]  # a bad key raises before anything is opened
         if not self._ready:
             await self._ensure_open()
-        routed = [self._route(k) for k in keys]
+        routed = [(kb, self._shards[zlib.crc32(kb) % self._n]) for kb in kbs]
         executor = self._executor
         if executor is None:  # closed while this call waited for the open to finish
             raise self._closed_error()

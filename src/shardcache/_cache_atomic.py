@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _ops as ops
+from ._keys import encode_key
 from ._options import expire_at
 from ._stampede import _flights, get_or_compute, supersede
 from ._types import DEFAULT, MISS, TTL, CacheBackend, Key
@@ -54,9 +55,10 @@ class _AtomicOps:
         self, key: Key, value: Any, *, ttl: TTL = DEFAULT, tag: str | None = None
     ) -> bool:
         """Store only if ``key`` is missing or expired; atomic across processes."""
+        # Encoded (and checked) first: bad input raises before the directory is created.
+        index, args, to_file = self._encode(key, value, ttl, tag, 0, time.time())
         if not self._ready:
             await self._ensure_open()
-        index, args, to_file = self._encode(key, value, ttl, tag, 0, time.time())
         if _flights:
             supersede(self, args[0], self._release_now)
         added: bool = await self._executor_write_direct(index, ops.op_add, args, not to_file)
@@ -67,6 +69,7 @@ class _AtomicOps:
     async def pop(self, key: Key, default: Any = None) -> Any:
         """Atomically get and delete ``key``; ``default`` when it is missing."""
         if not self._ready:
+            encode_key(key)  # a bad key raises before the directory is created
             await self._ensure_open()
         kb, shard = self._route(key)
         if _flights:
@@ -84,10 +87,11 @@ class _AtomicOps:
 
     async def touch(self, key: Key, *, ttl: TTL) -> bool:
         """Reset the expiry of a live entry; False if it is missing."""
+        expire = expire_at(ttl, self._default_ttl, time.time())
         if not self._ready:
+            encode_key(key)  # a bad key or ttl raises before the directory is created
             await self._ensure_open()
         kb, shard = self._route(key)
-        expire = expire_at(ttl, self._default_ttl, time.time())
         touched: bool = await self._executor_write_direct(
             shard.index, ops.op_touch, (kb, expire, expire)
         )
@@ -101,6 +105,7 @@ class _AtomicOps:
         if default is not None and (isinstance(default, bool) or not isinstance(default, int)):
             raise TypeError(f"default must be an int or None, not {type(default).__name__}")
         if not self._ready:
+            encode_key(key)  # a bad key raises before the directory is created
             await self._ensure_open()
         kb, shard = self._route(key)
         value: int = await self._executor_write_direct(
@@ -118,6 +123,7 @@ class _AtomicOps:
     async def acquire_lease(self, key: Key, owner: str, duration: float) -> bool:
         """Take or renew the compute lease of ``key`` (across processes); False if held."""
         if not self._ready:
+            encode_key(key)  # a bad key raises before the directory is created
             await self._ensure_open()
         kb, shard = self._route(key)
         taken: bool = await self._executor_write_direct(
@@ -128,6 +134,7 @@ class _AtomicOps:
     async def release_lease(self, key: Key, owner: str) -> None:
         """Drop the lease of ``key`` if ``owner`` still holds it."""
         if not self._ready:
+            encode_key(key)  # a bad key raises before the directory is created
             await self._ensure_open()
         kb, shard = self._route(key)
         await self._executor_write_direct(shard.index, ops.op_release, (kb, owner))

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Awaitable
 from pathlib import Path
@@ -100,9 +101,9 @@ class _Lifecycle:
                 directory.mkdir(mode=0o700, parents=True, exist_ok=True)
                 values.mkdir(mode=0o700, exist_ok=True)
             except FileExistsError as exc:
-                raise CacheError(
-                    f"cache directory {directory} exists and is not a directory"
-                ) from exc
+                # The path that is in the way: the directory itself or its values/.
+                where = exc.filename or directory
+                raise CacheError(f"{where} exists and is not a directory") from exc
             except OSError as exc:
                 raise CacheError(f"cannot create cache directory {directory}: {exc}") from exc
             if not directory.is_dir():
@@ -211,9 +212,8 @@ class _Lifecycle:
         _LIVE.discard(self)
 
     def __del__(self) -> None:
+        # warnings is imported at module level: at interpreter shutdown an import here fails.
         if getattr(self, "_state", None) is _OPEN and self._pid == os.getpid():
-            import warnings
-
             warnings.warn(
                 f"{self!r} was never closed: use 'async with' or 'await cache.aclose()'",
                 ResourceWarning,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -14,9 +13,6 @@ if TYPE_CHECKING:
     from ._shard import Shard
 
 __all__ = ["check_shards", "vacuum_shards"]
-
-# A value file younger than this may belong to a write still in flight: never an orphan.
-_ORPHAN_AGE = 60.0
 
 
 def _connect(shard: Shard) -> sqlite3.Connection:
@@ -59,24 +55,24 @@ def _check_one(shard: Shard, conn: sqlite3.Connection, fix: bool, report: CheckR
             )
             return
         report.fixed.append(f"{shard.path}: indexes rebuilt (REINDEX)")
-    conn.execute("BEGIN IMMEDIATE" if fix else "BEGIN")
+    # The shard's write lock, even to only look: a value file is written inside the
+    # transaction that stores its row, so while no write transaction can be open, a file
+    # without a row is an orphan, however young (no write of any process is in flight).
+    conn.execute("BEGIN IMMEDIATE")
     try:
         rows = conn.execute("SELECT key, file FROM entries WHERE file IS NOT NULL").fetchall()
         known = {name for _key, name in rows}
+        # Files of rows already dropped, that their writer unlinks after its commit.
+        known.update(name for (name,) in conn.execute("SELECT file FROM trash"))
         for key, name in rows:
             if not (shard.values_dir / name).exists():
                 report.problems.append(f"{shard.path}: value file {name} is missing")
                 if fix:
                     conn.execute("DELETE FROM entries WHERE key = ?", (key,))
                     report.fixed.append(f"{shard.path}: dropped the entry of missing {name}")
-        cutoff = time.time() - _ORPHAN_AGE
         for path in shard.values_dir.glob(f"{shard.index:03d}-*"):
-            try:
-                young = path.stat().st_mtime > cutoff
-            except FileNotFoundError:
-                continue  # deleted by a concurrent write since the listing: not a problem
-            if path.name in known or young:
-                continue
+            if path.name in known or not path.exists():
+                continue  # (one gone since the listing was a trashed file: not a problem)
             report.problems.append(f"{path}: orphan value file")
             if fix:
                 with contextlib.suppress(FileNotFoundError):
@@ -107,5 +103,7 @@ def vacuum_shards(shards: Sequence[Shard]) -> None:
         try:
             conn.execute("VACUUM")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.DatabaseError as exc:  # damaged, full disk: a CacheError naming it
+            raise shard._corrupt(exc) from exc
         finally:
             conn.close()

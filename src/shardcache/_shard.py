@@ -19,11 +19,13 @@ exact by the ``changes`` log that every write transaction appends to.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import mmap
 import os
 import random
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -65,6 +67,7 @@ SLOW_READ = 0.001
 SLOW_READ_BACKOFF = 1.0
 _VALUE_FILE = re.compile(r"\d{3}-[0-9a-f]{32}\.val")
 WAL_LIMIT = 4 * 2**20  # bytes of WAL past which the checkpointer restarts the log
+_FULL_BELOW = 2**16  # free bytes under which a failed open or write is put down to a full disk
 _SLOW_READS = 3  # slow reads within SLOW_READ_BACKOFF seconds that trigger the guard
 
 
@@ -230,8 +233,17 @@ class Shard(_NearCache):
         if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
             return CacheTimeoutError(f"cache shard {self.path} stayed locked: {exc}")
         if isinstance(exc, sqlite3.OperationalError) and not _is_corrupt(exc):
-            return CacheError(f"cannot use cache shard {self.path}: {exc}")
+            return CacheError(f"cannot use cache shard {self.path}: {exc}{self._full_hint()}")
         return CacheCorruptError(f"cache shard {self.path} is corrupt: {exc}", str(self.path))
+
+    def _full_hint(self) -> str:
+        """SQLite reports a full disk as "disk I/O error" when it cannot even create the
+        ``-shm`` file (a process opening the cache then): say what the user can act on."""
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return ""
+        return " (the disk is full)" if free < _FULL_BELOW else ""
 
     def open(self) -> None:
         """Create or validate the file, then open the three connections (any thread)."""
@@ -245,10 +257,14 @@ class Shard(_NearCache):
             self._open_checked()
 
     def reset_files(self) -> None:
-        """Delete the shard's files (``on_corrupt="reset"``): a cache is rebuildable data."""
+        """Delete the shard's files (``on_corrupt="reset"``): a cache is rebuildable data.
+        Its value files go too: the rows that pointed to them are gone."""
         for suffix in ("", "-wal", "-shm", "-journal"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{self.path}{suffix}")
+        for path in self.values_dir.glob(f"{self.index:03d}-*"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def _open_checked(self) -> None:
         if not self.path.exists():
@@ -308,16 +324,18 @@ class Shard(_NearCache):
         self._map_shm()
 
     def _setup(self, conn: sqlite3.Connection) -> None:
-        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-        if mode != "wal":
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        # Whose file is it? Asked before anything is changed (even the journal mode, which
+        # rewrites the header): a database that is not a shard must stay as it was.
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and "settings" not in tables:
+        if tables and self._format(conn, tables) != sql.FORMAT:
             raise CacheCorruptError(
                 f"{self.path} is an SQLite database but not a shardcache shard "
                 f"(tables: {', '.join(sorted(tables))})",
                 str(self.path),
             )
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode != "wal":
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         # executescript() commits whatever is open first, so the script itself begins the
         # transaction, and schema, checks and settings commit (or roll back) together.
         conn.executescript("BEGIN IMMEDIATE;" + sql.SCHEMA)
@@ -341,6 +359,19 @@ class Shard(_NearCache):
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _format(conn: sqlite3.Connection, tables: set[str]) -> Any:
+        """The ``format`` setting of a database with tables (``None``: not one of ours). A
+        shard's schema and settings are created in one transaction, so a shard with tables
+        always has it."""
+        if "settings" not in tables:
+            return None
+        try:
+            rows = conn.execute("SELECT value FROM settings WHERE name = 'format'").fetchall()
+        except sqlite3.OperationalError:  # a "settings" table of other columns
+            return None
+        return rows[0][0] if rows else None
 
     def _check_settings(self, found: dict[str, Any], expected: dict[str, Any]) -> None:
         if found.get("format") != sql.FORMAT or found.get("index") != self.index:
@@ -616,8 +647,8 @@ class Shard(_NearCache):
         name = f"{self.index:03d}-{uuid.uuid4().hex}.val"
         final = self.values_dir / name
         tmp = final.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         try:
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
             try:
                 view = memoryview(data)
                 while view:
@@ -627,9 +658,16 @@ class Shard(_NearCache):
             finally:
                 os.close(fd)
             os.replace(tmp, final)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()  # a full disk leaves no half-written temp file behind
+            if isinstance(exc, OSError):
+                # This write's own failure, before its row: the other writes of the batch
+                # go on (run_batch fails only this op on a non-SQLite error).
+                full = "disk full: " if exc.errno == errno.ENOSPC else ""
+                raise CacheError(
+                    f"{full}cannot write a value file to {self.values_dir}: {exc}"
+                ) from exc
             raise
         if self.durability == "full":
             # The rename must survive a power cut before the row pointing to it commits.

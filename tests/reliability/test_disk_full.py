@@ -135,3 +135,40 @@ async def test_opening_on_a_full_disk(small_fs: Path) -> None:
         await cache.set("k", 1)
         assert await cache.get("k") == 1
         assert (await cache.check()).ok
+
+
+async def test_a_process_opening_the_cache_on_a_full_disk(small_fs: Path) -> None:
+    """A worker (re)started while the disk is full: its reads work, or fail saying the disk
+    is full (SQLite cannot create the -shm file it needs); never a bare "disk I/O error"."""
+    directory = small_fs / "cache"
+    async with AsyncCache(directory, **OPTIONS) as cache:
+        await cache.set_many(KEEP)
+    filler = fill_up(small_fs)
+    cache = AsyncCache(directory, **OPTIONS)
+    try:
+        try:
+            got = await cache.get_many(list(KEEP))
+        except Exception as exc:
+            assert_clear(exc)
+        else:
+            assert got == KEEP
+    finally:
+        await cache.aclose()
+    filler.unlink()
+    async with AsyncCache(directory, **OPTIONS) as cache:
+        assert await cache.get_many(list(KEEP)) == KEEP
+
+
+async def test_vacuum_on_a_full_disk(small_fs: Path) -> None:
+    directory = small_fs / "cache"
+    async with AsyncCache(directory, **OPTIONS) as cache:
+        await cache.set_many(KEEP)
+        filler = fill_up(small_fs)
+        try:
+            await cache.vacuum()  # rewrites each file: needs room for a copy
+        except Exception as exc:
+            assert_clear(exc)
+        assert await cache.get_many(list(KEEP)) == KEEP
+        filler.unlink()
+        await cache.vacuum()
+        assert await cache.get_many(list(KEEP)) == KEEP
