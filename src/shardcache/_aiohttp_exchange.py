@@ -34,6 +34,7 @@ from yarl import URL
 
 from ._aiohttp_response import CachedResponse, refill_content
 from ._aiohttp_storage import Found, head_key, invalidate, lookup, store
+from ._breaker import Breaker
 from ._http import (
     ORIGIN_ERROR_STATUSES,
     CachePolicy,
@@ -159,6 +160,7 @@ class HttpCache:
         self.clock: Callable[[], float] = time.time  # Unix time; the tests move it
         self.refreshing: dict[str, asyncio.Task[None]] = {}
         self._warned: set[str] = set()
+        self._breaker = Breaker()  # a failing cache is skipped for a moment (_breaker)
 
     async def aclose(self) -> None:
         """Cancel the background revalidations and wait for them to end."""
@@ -171,8 +173,8 @@ class HttpCache:
     async def request(self, call: Call) -> aiohttp.ClientResponse:
         """Answer ``call`` from the cache, the origin, or another caller's fetch."""
         found: Found | None = None
-        healthy = True
-        if call.decision.lookup:
+        healthy = not self._breaker.tripped()
+        if healthy and call.decision.lookup:
             try:
                 found = await self._lookup(call)
             except Exception as exc:  # any backend's failure: fail open
@@ -222,8 +224,8 @@ class HttpCache:
         first = response.history[0] if response.history else response
         try:
             keys = invalidation_keys(method, first.status, url, first.raw_headers, sort_query=True)
-            if keys:
-                await invalidate(self.cache, keys)
+            if keys and not self._breaker.tripped():
+                await asyncio.wait_for(invalidate(self.cache, keys), self.lock_timeout)
         except ValueError:
             return
         except Exception as exc:  # any backend's failure: fail open
@@ -390,9 +392,10 @@ class HttpCache:
         ttl = storage_ttl(fresh, call.policy, now=received, revalidate=True)
         try:
             if decision.store and (ttl is None or ttl > 0):
-                await store(self.cache, found.primary, fresh, ttl=ttl)
+                limit = self._wait_limit(call)
+                await asyncio.wait_for(store(self.cache, found.primary, fresh, ttl=ttl), limit)
                 return outcome, True
-            await invalidate(self.cache, [found.primary])  # e.g. the 304 said no-store
+            await asyncio.wait_for(invalidate(self.cache, [found.primary]), self.lock_timeout)
         except Exception as exc:  # any backend's failure: fail open
             self._warn(exc)
         return outcome, False
@@ -436,7 +439,12 @@ class HttpCache:
             # The final response lives under the final URL; the requested URL, when the
             # redirects led elsewhere, becomes an alias of it.
             where = _final_key(call, response)
-            await store(self.cache, where, stored, ttl=ttl, aliases=(call.key,))
+            # Bounded like a wait for another caller: a locked shard must not hold the
+            # response past lock_timeout or the request's own timeout.
+            await asyncio.wait_for(
+                store(self.cache, where, stored, ttl=ttl, aliases=(call.key,)),
+                self._wait_limit(call),
+            )
         except Exception as exc:  # any backend's failure: fail open
             self._warn(exc)
             return None
@@ -498,6 +506,7 @@ class HttpCache:
             outcome.response.release()
 
     def _warn(self, exc: Exception) -> None:
+        self._breaker.trip()
         cause = type(exc).__name__
         if cause not in self._warned:
             self._warned.add(cause)

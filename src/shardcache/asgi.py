@@ -63,6 +63,7 @@ from ._asgi_lookup import MEMO_SIZE, HitPlans, KeyFunction
 from ._asgi_options import UNSET, Unset, check_options
 from ._asgi_pass import PassMemo, Renewal
 from ._asgi_refresh import Refresher
+from ._breaker import Breaker
 from ._http import (
     HEURISTICALLY_CACHEABLE_STATUSES,
     SAFE_METHODS,
@@ -205,6 +206,7 @@ class CacheMiddleware:
             interval=_PROBE_INTERVAL, horizon=options.pass_ttl, limit=MEMO_SIZE
         )
         self._refresher = Refresher(self, options.lock_timeout)
+        self._breaker = Breaker()  # a failing cache is skipped for a moment (_breaker)
 
     # -- the request ------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -222,7 +224,7 @@ class CacheMiddleware:
             return
         policy = self._routing.policy(scope["path"])
         key = None if policy is None else self._routing.primary_key(scope)
-        if key is None or policy is None:
+        if key is None or policy is None or self._breaker.tripped():
             await self._pass(scope, receive, send)
             return
         headers = scope["headers"]
@@ -238,6 +240,7 @@ class CacheMiddleware:
                 found = await self.cache.get(found_key, type=StoredResponse)
         except Exception as exc:
             _warn_once("read", exc, self.cache)
+            self._breaker.trip()
             await self._pass(scope, receive, send)
             return
         if type(found) is StoredResponse:
@@ -453,6 +456,7 @@ class CacheMiddleware:
             if started:
                 raise  # the app's own error
             _warn_once("lease", exc, self.cache)
+            self._breaker.trip()
             await self._pass(scope, receive, send)
             return
         finally:
@@ -523,6 +527,7 @@ class CacheMiddleware:
             await asyncio.wait_for(operation, self._lock_timeout)
         except Exception as exc:  # TimeoutError included: a shard locked for too long
             _warn_once(what, exc, self.cache)
+            self._breaker.trip()
 
     async def _unsafe(self, scope: Scope, receive: Receive, send: Send, method: str) -> None:
         """An unsafe request: once it succeeds, drop what is stored for its URL (§4.4)."""
@@ -535,11 +540,15 @@ class CacheMiddleware:
         await self.app(scope, receive, watch)
 
     async def _invalidate(self, scope: Scope, method: str, status: int, headers: Any) -> None:
-        for key in self._routing.invalidated(scope, method, status, headers):
+        keys = self._routing.invalidated(scope, method, status, headers)
+        for key in keys:
             self._passing.forget(key)  # other processes notice within _PROBE_INTERVAL
-            # The entry (or the Vary list, or a pass marker), then its variants.
-            await self._write("invalidation", self.cache.delete(key))
-            await self._write("invalidation", self.cache.evict(key))
+        if not keys or self._breaker.tripped():
+            return  # (not at all while the cache is known to fail: it would only wait)
+        # The entries (or Vary lists, or pass markers) and their variants, all at once and
+        # bounded once by lock_timeout.
+        writes = [op for key in keys for op in (self.cache.delete(key), self.cache.evict(key))]
+        await self._write("invalidation", asyncio.gather(*writes))
 
 
 async def _replayed_end() -> Message:

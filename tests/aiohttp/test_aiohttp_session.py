@@ -350,6 +350,43 @@ async def test_any_backend_failure_passes_through(
     assert any(type(error).__name__ in r.getMessage() for r in caplog.records)
 
 
+class _LockedWrites:
+    """A real cache whose writes hang, as when another process holds the shards locked;
+    every operation asked for is recorded."""
+
+    def __init__(self, inner: AsyncCache) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            if name in ("set", "add", "delete", "evict"):
+                await asyncio.Event().wait()
+            return await getattr(self.inner, name)(*args, **kwargs)
+
+        return call
+
+
+async def test_a_locked_cache_holds_no_response_and_is_skipped_for_a_moment(
+    origin: Origin, make_session: MakeSession, cache: AsyncCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store of a fetched response waits at most lock_timeout (or the request's own
+    timeout); the requests after a failure go straight to the network for a moment."""
+    monkeypatch.setattr("shardcache._breaker.COOL_OFF", 60.0)
+    counting(origin, "/l", **{"Cache-Control": "max-age=60"})
+    backend = _LockedWrites(cache)
+    session = make_session(cache=backend, lock_timeout=0.2)
+    assert await asyncio.wait_for(fetch(session, origin.url("/l")), 5) == (200, b"v1", False)
+    assert "set" in backend.calls
+    backend.calls.clear()
+    for expected in (b"v2", b"v3"):
+        got = await asyncio.wait_for(fetch(session, origin.url("/l")), 5)
+        assert got == (200, expected, False)
+    await asyncio.wait_for(fetch(session, origin.url("/l"), "POST"), 5)
+    assert backend.calls == []  # no read, no lease, no store, no invalidation
+
+
 async def test_the_first_fetch_can_be_read_as_a_stream(
     origin: Origin, make_session: MakeSession
 ) -> None:

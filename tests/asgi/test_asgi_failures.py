@@ -124,3 +124,50 @@ async def test_a_hanging_write_is_bounded_by_lock_timeout(cache: AsyncCache, han
         reply = await asyncio.wait_for(http.get("/a"), 5)
         changed = await asyncio.wait_for(http.put("/a"), 5)
     assert reply.content == b"ok" and changed.status_code == 200
+
+
+class Recording(Broken):
+    """Broken, and every operation the middleware asks for is recorded."""
+
+    def __init__(self, inner: AsyncCache, failing: set[str], **options: Any) -> None:
+        super().__init__(inner, failing, **options)
+        self.calls: list[str] = []
+
+    async def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(name)
+        return await super().call(name, *args, **kwargs)
+
+
+async def test_a_failing_cache_is_skipped_for_a_moment(
+    cache: AsyncCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard locked by another process makes a write wait lock_timeout and fail: the
+    requests after it go straight to the app, instead of each waiting again."""
+    monkeypatch.setattr("shardcache._breaker.COOL_OFF", 60.0)
+    backend = Recording(cache, {"set"}, hang=True)
+    origin = Origin(Reply(headers=[PUBLIC], chunks=[b"ok"]))
+    _, http = cached(origin, backend, lock_timeout=0.2)
+    async with http:
+        first = await asyncio.wait_for(http.get("/a"), 5)
+        assert "set" in backend.calls
+        backend.calls.clear()
+        later = [await asyncio.wait_for(http.get(f"/b{i}"), 5) for i in range(3)]
+        changed = await asyncio.wait_for(http.put("/a"), 5)
+    assert [r.content for r in [first, *later]] == [b"ok"] * 4 and changed.status_code == 200
+    assert backend.calls == []  # not a read, not a lease, not an invalidation
+
+
+async def test_the_cache_is_tried_again_after_the_cool_off(
+    cache: AsyncCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shardcache._breaker.COOL_OFF", 0.05)
+    backend = Recording(cache, {"set"}, hang=True)
+    _, http = cached(Origin(Reply(headers=[PUBLIC], chunks=[b"ok"])), backend, lock_timeout=0.2)
+    async with http:
+        await asyncio.wait_for(http.get("/a"), 5)
+        await asyncio.sleep(0.1)
+        backend.calls.clear()
+        backend.failing = set()  # the lock is gone
+        await asyncio.wait_for(http.get("/b"), 5)
+        assert "get" in backend.calls and "set" in backend.calls
+        assert (await http.get("/b")).headers["x-cache"] == "HIT"
