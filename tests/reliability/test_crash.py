@@ -133,7 +133,7 @@ def verify(spawn: Children, tmp_path: Path, directory: Path, ledger: Ledger, rou
     assert counter <= ledger.incr_begun, (counter, ledger.incr_begun)
     _ok, problems = report["check"]
     # A writer killed between writing a value file and committing its row leaves the file
-    # behind: garbage that check() reports once it is a minute old, never damage.
+    # behind: garbage that check() reports (and fix=True removes), never damage.
     damage = [p for p in problems if not p.endswith(": orphan value file")]
     assert not damage, f"round {round_}: {damage}"
     ledger.orphans = len(problems) - len(damage)
