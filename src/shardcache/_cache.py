@@ -148,6 +148,14 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
         await self.aclose()
 
     # -- reads --------------------------------------------------------------------------
+    async def _routed(self, key: Any) -> tuple[bytes, Shard]:
+        """:meth:`_route`, opening the cache first if needed, after the key was checked:
+        a bad key raises before the directory is created."""
+        kb = encode_key(key)
+        if not self._ready:
+            await self._ensure_open()
+        return kb, self._shards[zlib.crc32(kb) % self._n]
+
     def _route(self, key: Any) -> tuple[bytes, Shard]:
         kb = encode_key(key)
         return kb, self._shards[zlib.crc32(kb) % self._n]
@@ -422,10 +430,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
 
     async def ttl(self, key: Key) -> float | None:
         """Seconds left before ``key`` expires; ``None`` if never; ``KeyError`` if missing."""
-        if not self._ready:
-            encode_key(key)  # a bad key raises before the directory is created
-            await self._ensure_open()
-        kb, shard = self._route(key)
+        kb, shard = await self._routed(key)
         now = time.time()
         row = await self._row(shard, kb, now)
         if row is None or (row[2] is not None and row[2] <= now):
@@ -544,10 +549,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
 
     async def delete(self, key: Key) -> bool:
         """Delete ``key``; True if a live entry was removed."""
-        if not self._ready:
-            encode_key(key)  # a bad key raises before the directory is created
-            await self._ensure_open()
-        kb, shard = self._route(key)
+        kb, shard = await self._routed(key)
         if _flights:
             supersede(self, kb, self._release_now)
         deleted: bool = await self._executor_write_direct(shard.index, ops.op_delete, (kb,))

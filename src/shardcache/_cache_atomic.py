@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _ops as ops
-from ._keys import encode_key
 from ._options import expire_at
 from ._stampede import _flights, get_or_compute, supersede
 from ._types import DEFAULT, MISS, TTL, CacheBackend, Key
@@ -45,7 +44,7 @@ class _AtomicOps:
         async def _executor_write_direct(
             self, index: int, fn: Callable[..., Any], args: tuple[Any, ...], direct: bool = True
         ) -> Any: ...
-        def _route(self, key: Any) -> tuple[bytes, Shard]: ...
+        async def _routed(self, key: Any) -> tuple[bytes, Shard]: ...
         def _value(
             self, shard: Shard, kb: bytes, row: Row, type: Any, file: str | None = None
         ) -> Any: ...
@@ -68,10 +67,7 @@ class _AtomicOps:
 
     async def pop(self, key: Key, default: Any = None) -> Any:
         """Atomically get and delete ``key``; ``default`` when it is missing."""
-        if not self._ready:
-            encode_key(key)  # a bad key raises before the directory is created
-            await self._ensure_open()
-        kb, shard = self._route(key)
+        kb, shard = await self._routed(key)
         if _flights:
             supersede(self, kb, self._release_now)
         got = await self._executor_write_direct(shard.index, ops.op_pop, (kb,))
@@ -87,11 +83,8 @@ class _AtomicOps:
 
     async def touch(self, key: Key, *, ttl: TTL) -> bool:
         """Reset the expiry of a live entry; False if it is missing."""
-        expire = expire_at(ttl, self._default_ttl, time.time())
-        if not self._ready:
-            encode_key(key)  # a bad key or ttl raises before the directory is created
-            await self._ensure_open()
-        kb, shard = self._route(key)
+        expire = expire_at(ttl, self._default_ttl, time.time())  # checked before opening
+        kb, shard = await self._routed(key)
         touched: bool = await self._executor_write_direct(
             shard.index, ops.op_touch, (kb, expire, expire)
         )
@@ -104,10 +97,7 @@ class _AtomicOps:
             raise TypeError(f"delta must be an int, not {type(delta).__name__}")
         if default is not None and (isinstance(default, bool) or not isinstance(default, int)):
             raise TypeError(f"default must be an int or None, not {type(default).__name__}")
-        if not self._ready:
-            encode_key(key)  # a bad key raises before the directory is created
-            await self._ensure_open()
-        kb, shard = self._route(key)
+        kb, shard = await self._routed(key)
         value: int = await self._executor_write_direct(
             shard.index, ops.op_incr, (kb, delta, default, self._codec)
         )
@@ -122,10 +112,7 @@ class _AtomicOps:
     # -- stampede primitives (the CacheBackend seam) -------------------------------------
     async def acquire_lease(self, key: Key, owner: str, duration: float) -> bool:
         """Take or renew the compute lease of ``key`` (across processes); False if held."""
-        if not self._ready:
-            encode_key(key)  # a bad key raises before the directory is created
-            await self._ensure_open()
-        kb, shard = self._route(key)
+        kb, shard = await self._routed(key)
         taken: bool = await self._executor_write_direct(
             shard.index, ops.op_lease, (kb, owner, float(duration))
         )
@@ -133,10 +120,7 @@ class _AtomicOps:
 
     async def release_lease(self, key: Key, owner: str) -> None:
         """Drop the lease of ``key`` if ``owner`` still holds it."""
-        if not self._ready:
-            encode_key(key)  # a bad key raises before the directory is created
-            await self._ensure_open()
-        kb, shard = self._route(key)
+        kb, shard = await self._routed(key)
         await self._executor_write_direct(shard.index, ops.op_release, (kb, owner))
 
     def _note_stampede_wait(self) -> None:
