@@ -1,7 +1,7 @@
 """A FastAPI app behind CacheMiddleware: a slow endpoint computed once, then served from
 the cache by every worker process.
 
-Run it with four workers sharing one cache directory::
+Run it from the repository's root with four workers sharing one cache directory::
 
     SHARDCACHE_DIR=/tmp/shardcache-demo uvicorn fastapi_app:app --app-dir examples --workers 4
 
@@ -9,7 +9,7 @@ then::
 
     curl -i localhost:8000/report/42              # X-Cache: MISS, about one second
     curl -i localhost:8000/report/42              # X-Cache: HIT, Age: ..., instant
-    curl -i -X POST localhost:8000/report/42      # recompute: drops the cached /report/42
+    curl -i -X POST localhost:8000/report/42      # invalidate: the next GET recomputes
     curl -i localhost:8000/clock                  # cached for 5 s (the route says so)
     curl -i localhost:8000/me -H 'Cookie: s=1'    # private: never cached, never shared
 

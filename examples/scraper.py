@@ -2,9 +2,11 @@
 
 Run with ``python examples/scraper.py`` (no network needed: the "site" is an aiohttp
 server this script starts on 127.0.0.1 and stops at the end). Each page takes 0.2 s to
-render and links to a few others. Both crawls run against a fresh cache directory (a
-temporary one, or the directory given as the first argument): the first fetches every
-page, the second, with a new cache object and a new session as a new run of the scraper
+render and links to a few others. Both crawls share one cache directory: a temporary one,
+removed when the script ends, or the directory given as the first argument, kept. The site
+listens on a new port each time the script runs, and a URL is a cache key, so a second
+invocation on the same directory starts cold again. The first crawl fetches every page, the
+second, with a new cache object and a new session as a new run of the scraper
 would have, answers every page from the cache and never touches the site.
 """
 

@@ -63,6 +63,14 @@ _warned_unkeyed: set[str] = set()
 _cleanups: set[asyncio.Task[None]] = set()
 
 
+# What happens instead, when the failed step came after the function had run.
+_THEN: Final = {
+    "write": "the result is returned, not stored",
+    "lease release": "the lease expires at its deadline",
+    "invalidation": "stored responses expire by their freshness",
+}
+
+
 def _warn_once(what: str, exc: BaseException, backend: Any = None) -> None:
     """Log a fail-open cache failure once per backend and exception type."""
     cause = type(exc).__qualname__
@@ -72,7 +80,8 @@ def _warn_once(what: str, exc: BaseException, backend: Any = None) -> None:
         seen = _warned_unkeyed
     if cause not in seen:
         seen.add(cause)
-        logger.warning("shardcache %s failed; calling through (fail open): %r", what, exc)
+        then = _THEN.get(what, "calling through")
+        logger.warning("shardcache %s failed; %s (fail open): %r", what, then, exc)
 
 
 class _Job:
