@@ -384,13 +384,15 @@ def _fork(directory: str, loop: str) -> int:
     return 0
 
 
-def _lock(shard: str) -> None:
-    conn = sqlite3.connect(shard, isolation_level=None)
-    conn.execute("BEGIN IMMEDIATE")
+def _lock(*shards: str) -> None:
+    conns = [sqlite3.connect(shard, isolation_level=None) for shard in shards]
+    for conn in conns:
+        conn.execute("BEGIN IMMEDIATE")
     _say("locked")
     sys.stdin.readline()  # "release", or EOF when the test gives up
-    conn.execute("ROLLBACK")
-    conn.close()
+    for conn in conns:
+        conn.execute("ROLLBACK")
+        conn.close()
     _say("released")
 
 
@@ -421,7 +423,7 @@ def main(argv: list[str]) -> int:
     elif cmd == "fork":
         return _fork(args[0], args[1])
     elif cmd == "lock":
-        _lock(args[0])
+        _lock(*args)
     elif cmd == "open":
         asyncio.run(_open(args[0]))
     else:

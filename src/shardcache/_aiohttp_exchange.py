@@ -34,7 +34,7 @@ from yarl import URL
 
 from ._aiohttp_response import CachedResponse, refill_content
 from ._aiohttp_storage import Found, head_key, invalidate, lookup, store
-from ._breaker import Breaker
+from ._breaker import Breaker, open_within, opened
 from ._http import (
     ORIGIN_ERROR_STATUSES,
     CachePolicy,
@@ -176,6 +176,8 @@ class HttpCache:
         healthy = not self._breaker.tripped()
         if healthy and call.decision.lookup:
             try:
+                if not opened(self.cache):  # a lazy open waits no longer than lock_timeout
+                    await open_within(self.cache, self.lock_timeout)
                 found = await self._lookup(call)
             except Exception as exc:  # any backend's failure: fail open
                 self._warn(exc)

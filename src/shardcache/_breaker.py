@@ -5,16 +5,35 @@ call wait its bound (``lock_timeout``) before it fails open. Without memory of t
 request to the middleware or the session would pay the wait again. After a failure the
 integrations go straight to the app or the network for :data:`COOL_OFF` seconds; the first
 request after that tries the cache again.
+
+A cache that is not open yet may wait for a shard another process is creating (up to 30 s);
+the integrations and ``@acached`` wait for that open no longer than their own
+``lock_timeout`` (:func:`open_within`), and fail open after it.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["COOL_OFF", "Breaker"]
+__all__ = ["COOL_OFF", "Breaker", "open_within", "opened"]
 
 COOL_OFF: Final = 2.0  # seconds a failed cache is skipped
+
+
+def opened(cache: Any) -> bool:
+    """False for an ``AsyncCache`` that is not open yet (any other backend: True)."""
+    return getattr(cache, "_ready", True) is not False
+
+
+async def open_within(cache: Any, limit: float) -> None:
+    """Open ``cache`` (an ``AsyncCache`` not open yet), waiting ``limit`` seconds at most.
+
+    Raises ``TimeoutError`` after that; the open goes on for the next callers.
+    """
+    ensure_open = getattr(cache, "_ensure_open", None)
+    if ensure_open is not None:
+        await ensure_open(limit)
 
 
 class Breaker:

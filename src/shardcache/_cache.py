@@ -119,6 +119,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dropping: asyncio.Task[None] | None = None  # the delete of a misfit just read
         self._closing: asyncio.Future[None] | None = None
+        self._opening: asyncio.Future[None] | None = None  # the open in progress, shared
         self._reset_counters()
 
     @property

@@ -13,7 +13,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _ops as ops
-from ._options import expire_at
+from ._errors import CacheTimeoutError
+from ._keys import encode_key
+from ._options import check_lock_timeout, expire_at
 from ._stampede import _flights, get_or_compute, supersede
 from ._types import DEFAULT, MISS, TTL, CacheBackend, Key
 
@@ -36,7 +38,7 @@ class _AtomicOps:
         _deletes: int
         _stampede_waits: int
 
-        async def _ensure_open(self) -> None: ...
+        async def _ensure_open(self, timeout: float | None = None) -> None: ...
         def _encode(
             self, key: Any, value: Any, ttl: Any, tag: Any, stale_ttl: Any, now: float
         ) -> tuple[int, tuple[Any, ...], bool]: ...
@@ -141,6 +143,15 @@ class _AtomicOps:
         Stampede-protected exactly like ``@acached``: one task in one process computes,
         the others wait for its result (or get the stale value within ``stale_ttl``).
         """
+        if not self._ready:
+            # An open waits for a shard another process is creating (up to 30 s): no
+            # longer than lock_timeout here. The key is checked first: a bad one raises
+            # before the directory is created.
+            encode_key(key)
+            try:
+                await self._ensure_open(check_lock_timeout(lock_timeout))
+            except TimeoutError as exc:
+                raise CacheTimeoutError(str(exc)) from exc
         # The hit first, through get(): it counts the hit or miss in stats() (as @acached
         # does); get_or_compute reads entries without counting, stale ones included.
         hit = await self.get(key, MISS)

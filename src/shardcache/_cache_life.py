@@ -56,6 +56,12 @@ def _drain_at_exit() -> None:
                 cache._executor.stop()
 
 
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a failed open's exception as seen: every caller may have given up on it."""
+    if not future.cancelled():
+        future.exception()
+
+
 class _Lifecycle:
     """Opening and closing an ``AsyncCache``."""
 
@@ -73,16 +79,46 @@ class _Lifecycle:
         _open_lock: threading.Lock
         _tasks: set[asyncio.Task[Any]]
         _closing: asyncio.Future[None] | None
+        _opening: asyncio.Future[None] | None
 
         @property
         def directory(self) -> Path: ...
         def _own_counts(self) -> dict[str, int]: ...
 
-    async def _ensure_open(self) -> None:
+    async def _ensure_open(self, timeout: float | None = None) -> None:
+        """Open the cache if needed; ``TimeoutError`` after ``timeout`` seconds (the open
+        goes on for the other callers)."""
         if self._state is _CLOSED:
             raise CacheClosedError(f"the cache at {self.directory} is closed")
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._open_sync)
+        opening = self._opening
+        if opening is None or opening.done() or opening.get_loop() is not loop:
+            # One attempt at a time, joined by every caller that comes meanwhile: callers
+            # queued behind a failing open (a shard locked for 30 s) would each retry it in
+            # turn, and the last would wait for all of them.
+            opening = self._opening = loop.run_in_executor(None, self._open_sync)
+            opening.add_done_callback(_retrieve)
+        # Each caller waits on a future of its own: one that gives up (a timeout, a
+        # cancelled request) leaves the open running for the others, and the callers
+        # resume in the order they came (a call begun before a delete registers its
+        # computation first, as it did when each ran an open of its own).
+        waiter = loop.create_future()
+
+        def wake(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        opening.add_done_callback(wake)
+        timer = None if timeout is None else loop.call_later(timeout, wake)
+        try:
+            await waiter
+        finally:
+            opening.remove_done_callback(wake)
+            if timer is not None:
+                timer.cancel()
+        if not opening.done():
+            raise TimeoutError(f"the cache at {self.directory} did not open in {timeout} s")
+        opening.result()  # the open's own error, if it failed
 
     def _open_sync(self) -> None:
         with self._open_lock:

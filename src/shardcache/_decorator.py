@@ -25,10 +25,11 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import msgspec
 
+from ._breaker import open_within, opened
 from ._errors import CacheError, ConfigurationError
 from ._keys import encode_key
 from ._options import check_lock_timeout, check_ttl
-from ._stampede import _warn_once, get_or_compute, supersede
+from ._stampede import _warn_once, cache_down, get_or_compute, supersede
 from ._types import DEFAULT, NOT_NOW, TTL, CacheBackend, Key
 
 __all__ = ["BoundCachedFunction", "CachedFunction", "acached", "default_cache"]
@@ -401,6 +402,15 @@ class CachedFunction(Generic[P, R]):
         except CacheError as exc:
             _warn_once("open", exc)
             return await self._func(*args, **kwargs)
+        if not opened(cache):
+            # An open waits for a shard another process is creating (up to 30 s): no
+            # longer than lock_timeout here, then the cache is down (fail open).
+            try:
+                await open_within(cache, self._lock_timeout)
+            except Exception as exc:  # TimeoutError included
+                return await cache_down(  # type: ignore[no-any-return]
+                    cache, exc, key, functools.partial(self._func, *args, **kwargs)
+                )
         if self._early is None and hit is NOT_NOW:
             if types is not None:
                 # Remember where this call's entry lives (AsyncCache only), so that the

@@ -334,31 +334,53 @@ class Shard(_NearCache):
                 str(self.path),
             )
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode == "wal" and self._schema_complete(conn):
+            # A shard made before: checked in a read transaction, without the write lock,
+            # so a shard another process keeps locked (a long vacuum(), a write of its
+            # own) opens at once instead of waiting up to 30 s for that lock.
+            conn.execute("BEGIN")
+            try:
+                self._check_schema(conn, write=False)
+            finally:
+                conn.execute("COMMIT")
+            return
         if mode != "wal":
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         # executescript() commits whatever is open first, so the script itself begins the
         # transaction, and schema, checks and settings commit (or roll back) together.
         conn.executescript("BEGIN IMMEDIATE;" + sql.SCHEMA)
         try:
-            settings = dict(conn.execute("SELECT name, value FROM settings").fetchall())
-            expected = {
-                "format": sql.FORMAT,
-                "shards": self.shards,
-                "index": self.index,
-                "serializer": self.serializer,
-            }
-            if "format" not in settings:
-                conn.executemany("INSERT INTO settings VALUES (?, ?)", list(expected.items()))
-            else:
-                self._check_settings(settings, expected)
-            built = {r[0] for r in conn.execute(sql.LAZY_INDEXES, (self.policy_index or "",))}
-            self.indexed = "entries_purge" in built and (
-                self.policy_index is None or self.policy_index in built
-            )
+            self._check_schema(conn, write=True)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _schema_complete(conn: sqlite3.Connection) -> bool:
+        """Every table, index and trigger of the schema is there, and the byte total."""
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        if not sql.SCHEMA_NAMES <= names:
+            return False
+        return bool(conn.execute(sql.VOLUME).fetchall())
+
+    def _check_schema(self, conn: sqlite3.Connection, *, write: bool) -> None:
+        """Check (or, in a new file, write) the settings, and see which lazy indexes exist."""
+        settings = dict(conn.execute("SELECT name, value FROM settings").fetchall())
+        expected = {
+            "format": sql.FORMAT,
+            "shards": self.shards,
+            "index": self.index,
+            "serializer": self.serializer,
+        }
+        if "format" not in settings and write:
+            conn.executemany("INSERT INTO settings VALUES (?, ?)", list(expected.items()))
+        else:
+            self._check_settings(settings, expected)
+        built = {r[0] for r in conn.execute(sql.LAZY_INDEXES, (self.policy_index or "",))}
+        self.indexed = "entries_purge" in built and (
+            self.policy_index is None or self.policy_index in built
+        )
 
     @staticmethod
     def _format(conn: sqlite3.Connection, tables: set[str]) -> Any:

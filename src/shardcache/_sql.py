@@ -17,6 +17,7 @@ random pages (the row's leaf, its old purge-time and store-time entries) instead
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 FORMAT: Final = "shardcache/1"
@@ -59,6 +60,12 @@ CREATE TRIGGER IF NOT EXISTS entries_update AFTER UPDATE OF size, file ON entrie
     INSERT INTO trash SELECT OLD.file WHERE OLD.file IS NOT NULL AND OLD.file IS NOT NEW.file;
 END;
 """
+
+#: The tables, indexes and triggers SCHEMA creates: a file that has them all (and the byte
+#: total row) opens without the write lock.
+SCHEMA_NAMES: Final = frozenset(
+    re.findall(r"CREATE (?:TABLE|INDEX|TRIGGER) IF NOT EXISTS (\w+)", SCHEMA)
+)
 
 #: Bytes charged per row on top of key and value: B-tree cell, index entries, page slack.
 ROW_OVERHEAD: Final = 64

@@ -43,12 +43,13 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from ._errors import CacheTimeoutError, ConfigurationError
+from ._breaker import open_within, opened
+from ._errors import CacheError, CacheTimeoutError, ConfigurationError
 from ._keys import encode_key
 from ._options import check_lock_timeout
 from ._types import DEFAULT, MISSING, TTL, CacheBackend, Entry, Key
 
-__all__ = ["get_or_compute", "supersede", "supersede_all"]
+__all__ = ["cache_down", "get_or_compute", "supersede", "supersede_all"]
 
 logger = logging.getLogger("shardcache")
 
@@ -177,6 +178,19 @@ async def get_or_compute(
     returned but not stored. ``early_refresh`` (beta, e.g. 1.0): refresh a fresh entry
     early with probability rising as it nears expiry (the XFetch rule).
     """
+    if not opened(backend):
+        # An open waits for a shard another process is creating (up to 30 s): no longer
+        # than lock_timeout here, then it is a cache failure like any other.
+        try:
+            await open_within(backend, check_lock_timeout(lock_timeout))
+        except TimeoutError as exc:
+            if not fail_open:
+                raise CacheTimeoutError(str(exc)) from exc
+            return await cache_down(backend, exc, key, factory)
+        except CacheError as exc:
+            if not fail_open:
+                raise
+            return await cache_down(backend, exc, key, factory)
     if early_refresh is None:
         # The hit path, first and lean: a fresh entry needs no job, flight or lease.
         try:
@@ -426,6 +440,16 @@ async def _fill(job: _Job, *, background: bool, seen: float | None, cache_ok: bo
             if delay >= _MAX_DELAY:
                 break  # re-try the lease: its holder may have died or given up
         delay = _FIRST_DELAY
+
+
+async def cache_down(
+    backend: CacheBackend, exc: Exception, key: Key, factory: Callable[[], Awaitable[Any]]
+) -> Any:
+    """The cache could not even be opened: one computation per key in this process all the
+    same, nothing read or stored (fail open)."""
+    _warn_once("open", exc, backend)
+    job = _Job(backend, key, encode_key(key), factory, None, None, 0, 30.0, None, True, None)
+    return await _wait(job, cache_ok=False)
 
 
 async def _read(job: _Job) -> Any:

@@ -63,7 +63,7 @@ from ._asgi_lookup import MEMO_SIZE, HitPlans, KeyFunction
 from ._asgi_options import UNSET, Unset, check_options
 from ._asgi_pass import PassMemo, Renewal
 from ._asgi_refresh import Refresher
-from ._breaker import Breaker
+from ._breaker import Breaker, open_within, opened
 from ._http import (
     HEURISTICALLY_CACHEABLE_STATUSES,
     SAFE_METHODS,
@@ -233,6 +233,8 @@ class CacheMiddleware:
             await self._pass(scope, receive, send)
             return
         try:
+            if not opened(self.cache):  # a lazy open waits no longer than lock_timeout
+                await open_within(self.cache, self._lock_timeout)
             found = await self.cache.get(key, type=_SLOT)
             found_key = key
             if type(found) is list:  # the Vary names: one more read for this variant

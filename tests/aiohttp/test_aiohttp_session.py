@@ -514,3 +514,38 @@ async def test_a_waiter_with_another_vary_variant_fetches_its_own(
     )
     assert [body for _, body, _ in results] == [b"en", b"fr", b"en"]
     assert origin.hits["/lang"] == 2
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])  # waits on another process: once is enough
+async def test_a_cache_still_opening_holds_a_request_no_longer_than_lock_timeout(
+    origin: Origin, make_session: MakeSession, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards another process is creating hold the open up (up to 30 s): a request waits
+    lock_timeout for it, then goes to the network; once the open completes, it caches."""
+    from _helpers import Child
+
+    monkeypatch.setattr("shardcache._breaker.COOL_OFF", 0.05)
+    counting(origin, "/o", **{"Cache-Control": "max-age=60"})
+    directory = tmp_path / "cache"
+    directory.mkdir()
+    files = [directory / f"shard-{i:03d}.db" for i in range(2)]
+    for file in files:
+        file.touch(mode=0o600)
+    cache = AsyncCache(directory, shards=2)
+    session = make_session(cache=cache, lock_timeout=0.3)
+    try:
+        with Child("lock", *map(str, files)) as locker:
+            locker.expect("locked")
+            try:
+                got = await asyncio.wait_for(fetch(session, origin.url("/o")), 8)
+            finally:
+                locker.send("release")
+                locker.expect("released")
+                locker.finish()
+        assert got == (200, b"v1", False)
+        await asyncio.sleep(0.1)  # past the cool-off
+        assert await asyncio.wait_for(fetch(session, origin.url("/o")), 8) == (200, b"v2", False)
+        assert await asyncio.wait_for(fetch(session, origin.url("/o")), 8) == (200, b"v2", True)
+    finally:
+        await session.close()
+        await asyncio.wait_for(cache.aclose(), 8)

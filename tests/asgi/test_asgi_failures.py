@@ -171,3 +171,38 @@ async def test_the_cache_is_tried_again_after_the_cool_off(
         await asyncio.wait_for(http.get("/b"), 5)
         assert "get" in backend.calls and "set" in backend.calls
         assert (await http.get("/b")).headers["x-cache"] == "HIT"
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])  # waits on another process: once is enough
+async def test_a_cache_still_opening_holds_a_request_no_longer_than_lock_timeout(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards another process is creating hold the open up (up to 30 s): a request waits
+    lock_timeout for it, then goes to the app; once the open completes, the cache serves."""
+    from _helpers import Child
+
+    monkeypatch.setattr("shardcache._breaker.COOL_OFF", 0.05)
+    directory = tmp_path / "cache"
+    directory.mkdir()
+    files = [directory / f"shard-{i:03d}.db" for i in range(2)]
+    for file in files:
+        file.touch(mode=0o600)
+    cache = AsyncCache(directory, shards=2)
+    origin = Origin(Reply(headers=[PUBLIC], chunks=[b"from the app"]))
+    _, http = cached(origin, cache, lock_timeout=0.3)
+    try:
+        async with http:
+            with Child("lock", *map(str, files)) as locker:
+                locker.expect("locked")
+                try:
+                    first = await asyncio.wait_for(http.get("/a"), 8)
+                finally:
+                    locker.send("release")
+                    locker.expect("released")
+                    locker.finish()
+            assert (first.status_code, first.content) == (200, b"from the app")
+            await asyncio.sleep(0.1)  # past the failure's cool-off
+            await asyncio.wait_for(http.get("/a"), 8)
+            assert (await asyncio.wait_for(http.get("/a"), 8)).headers["x-cache"] == "HIT"
+    finally:
+        await asyncio.wait_for(cache.aclose(), 8)

@@ -1,0 +1,118 @@
+"""Opening a cache while another process holds a shard's lock.
+
+A shard made before is checked in a read transaction: a lock another process holds (its
+own write, a long ``vacuum()``) does not hold up the open. A shard another process is still
+creating does (its journal-mode switch needs the file to itself); ``@acached`` then waits
+no longer than its ``lock_timeout`` and runs the function instead (fail open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from _helpers import Child
+from shardcache import AsyncCache, CacheTimeoutError, acached
+
+# Far below the open's own 30 s wait for a lock: what these tests tell apart.
+BOUND = 8.0
+
+
+def _shard_files(directory: Path, shards: int) -> list[str]:
+    return [str(directory / f"shard-{i:03d}.db") for i in range(shards)]
+
+
+async def test_a_made_cache_opens_while_another_process_keeps_its_shards_locked(
+    cache_dir: Path,
+) -> None:
+    async with AsyncCache(cache_dir, shards=2) as cache:
+        await cache.set_many({i: f"v{i}" for i in range(20)})
+    with Child("lock", *_shard_files(cache_dir, 2)) as locker:
+        locker.expect("locked")
+        cache = AsyncCache(cache_dir, shards=2)
+        try:
+            # Every shard's write lock is taken: the open and the reads need none of them.
+            got = await asyncio.wait_for(cache.get_many(range(20)), BOUND)
+            assert got == {i: f"v{i}" for i in range(20)}
+            write = asyncio.create_task(cache.set(0, "after the lock"))
+            await asyncio.sleep(0.2)
+            assert not write.done()  # the write does wait for the lock
+            locker.send("release")
+            locker.expect("released")
+            await asyncio.wait_for(write, BOUND)
+            locker.finish()
+            assert await cache.get(0) == "after the lock"
+        finally:
+            await cache.aclose()
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])  # waits on another process: once is enough
+async def test_acached_waits_for_an_open_no_longer_than_lock_timeout(
+    cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache_dir.mkdir(parents=True)
+    files = _shard_files(cache_dir, 2)
+    for name in files:
+        Path(name).touch(mode=0o600)  # shards another process is creating right now
+    cache = AsyncCache(cache_dir, shards=2)
+    runs: list[int] = []
+
+    @acached(cache, ttl=60, lock_timeout=0.5)
+    async def double(x: int) -> int:
+        runs.append(x)
+        return 2 * x
+
+    with Child("lock", *files) as locker:
+        locker.expect("locked")
+        try:
+            with caplog.at_level(logging.WARNING, logger="shardcache"):
+                # The open waits for the lock (up to 30 s); the calls give up on it after
+                # lock_timeout, all of them on the one open in progress, and fail open.
+                got = await asyncio.wait_for(asyncio.gather(*(double(i) for i in range(5))), BOUND)
+            assert got == [0, 2, 4, 6, 8]
+            assert sorted(runs) == [0, 1, 2, 3, 4]
+            assert "open failed" in caplog.text
+        finally:
+            locker.send("release")
+            locker.expect("released")
+            locker.finish()
+    try:
+        # The lock gone, the open in progress completes and the cache serves as usual.
+        assert await asyncio.wait_for(double(21), BOUND) == 42
+        assert await asyncio.wait_for(double(21), BOUND) == 42
+        assert runs.count(21) == 1
+    finally:
+        await asyncio.wait_for(cache.aclose(), BOUND)
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])  # waits on another process: once is enough
+async def test_get_or_set_raises_cache_timeout_error_after_lock_timeout(cache_dir: Path) -> None:
+    cache_dir.mkdir(parents=True)
+    files = _shard_files(cache_dir, 2)
+    for name in files:
+        Path(name).touch(mode=0o600)
+    cache = AsyncCache(cache_dir, shards=2)
+    runs: list[str] = []
+
+    async def factory() -> str:
+        runs.append("ran")
+        return "computed"
+
+    with Child("lock", *files) as locker:
+        locker.expect("locked")
+        try:
+            with pytest.raises(CacheTimeoutError):  # get_or_set does not fail open
+                await asyncio.wait_for(cache.get_or_set("k", factory, lock_timeout=0.3), BOUND)
+            assert runs == []
+        finally:
+            locker.send("release")
+            locker.expect("released")
+            locker.finish()
+    try:
+        assert await asyncio.wait_for(cache.get_or_set("k", factory), BOUND) == "computed"
+        assert await cache.get("k") == "computed"
+    finally:
+        await asyncio.wait_for(cache.aclose(), BOUND)
