@@ -49,6 +49,16 @@ def loop_name() -> str:
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
+def unmade_shards(directory: Path, shards: int) -> list[str]:
+    """Empty shard files in a new ``directory``, as while another process creates them
+    (lock them with ``Child("lock", *files)``: an open then waits for them)."""
+    directory.mkdir(parents=True)
+    files = [directory / f"shard-{i:03d}.db" for i in range(shards)]
+    for file in files:
+        file.touch(mode=0o600)
+    return [str(file) for file in files]
+
+
 def child_value(index: int) -> Any:
     """The value the writer children store under key ``("w", index)``."""
     if index % 10 == 0:

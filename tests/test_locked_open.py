@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import Child
+from _helpers import Child, unmade_shards
 from shardcache import AsyncCache, CacheTimeoutError, acached
 
 # Far below the open's own 30 s wait for a lock: what these tests tell apart.
@@ -53,10 +53,7 @@ async def test_a_made_cache_opens_while_another_process_keeps_its_shards_locked(
 async def test_acached_waits_for_an_open_no_longer_than_lock_timeout(
     cache_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache_dir.mkdir(parents=True)
-    files = _shard_files(cache_dir, 2)
-    for name in files:
-        Path(name).touch(mode=0o600)  # shards another process is creating right now
+    files = unmade_shards(cache_dir, 2)  # shards another process is creating right now
     cache = AsyncCache(cache_dir, shards=2)
     runs: list[int] = []
 
@@ -90,10 +87,7 @@ async def test_acached_waits_for_an_open_no_longer_than_lock_timeout(
 
 @pytest.mark.asyncio(loop_factories=["asyncio"])  # waits on another process: once is enough
 async def test_get_or_set_raises_cache_timeout_error_after_lock_timeout(cache_dir: Path) -> None:
-    cache_dir.mkdir(parents=True)
-    files = _shard_files(cache_dir, 2)
-    for name in files:
-        Path(name).touch(mode=0o600)
+    files = unmade_shards(cache_dir, 2)
     cache = AsyncCache(cache_dir, shards=2)
     runs: list[str] = []
 

@@ -522,19 +522,15 @@ async def test_a_cache_still_opening_holds_a_request_no_longer_than_lock_timeout
 ) -> None:
     """Shards another process is creating hold the open up (up to 30 s): a request waits
     lock_timeout for it, then goes to the network; once the open completes, it caches."""
-    from _helpers import Child
+    from _helpers import Child, unmade_shards
 
     monkeypatch.setattr("shardcache._breaker.COOL_OFF", 0.05)
     counting(origin, "/o", **{"Cache-Control": "max-age=60"})
-    directory = tmp_path / "cache"
-    directory.mkdir()
-    files = [directory / f"shard-{i:03d}.db" for i in range(2)]
-    for file in files:
-        file.touch(mode=0o600)
-    cache = AsyncCache(directory, shards=2)
+    files = unmade_shards(tmp_path / "cache", 2)
+    cache = AsyncCache(tmp_path / "cache", shards=2)
     session = make_session(cache=cache, lock_timeout=0.3)
     try:
-        with Child("lock", *map(str, files)) as locker:
+        with Child("lock", *files) as locker:
             locker.expect("locked")
             try:
                 got = await asyncio.wait_for(fetch(session, origin.url("/o")), 8)

@@ -179,20 +179,16 @@ async def test_a_cache_still_opening_holds_a_request_no_longer_than_lock_timeout
 ) -> None:
     """Shards another process is creating hold the open up (up to 30 s): a request waits
     lock_timeout for it, then goes to the app; once the open completes, the cache serves."""
-    from _helpers import Child
+    from _helpers import Child, unmade_shards
 
     monkeypatch.setattr("shardcache._breaker.COOL_OFF", 0.05)
-    directory = tmp_path / "cache"
-    directory.mkdir()
-    files = [directory / f"shard-{i:03d}.db" for i in range(2)]
-    for file in files:
-        file.touch(mode=0o600)
-    cache = AsyncCache(directory, shards=2)
+    files = unmade_shards(tmp_path / "cache", 2)
+    cache = AsyncCache(tmp_path / "cache", shards=2)
     origin = Origin(Reply(headers=[PUBLIC], chunks=[b"from the app"]))
     _, http = cached(origin, cache, lock_timeout=0.3)
     try:
         async with http:
-            with Child("lock", *map(str, files)) as locker:
+            with Child("lock", *files) as locker:
                 locker.expect("locked")
                 try:
                     first = await asyncio.wait_for(http.get("/a"), 8)
