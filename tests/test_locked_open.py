@@ -1,9 +1,11 @@
-"""Opening a cache while another process holds a shard's lock.
+"""Another process holds a shard's lock: opening the cache, and a leader's own writes.
 
 A shard made before is checked in a read transaction: a lock another process holds (its
 own write, a long ``vacuum()``) does not hold up the open. A shard another process is still
 creating does (its journal-mode switch needs the file to itself); ``@acached`` then waits
-no longer than its ``lock_timeout`` and runs the function instead (fail open).
+no longer than its ``lock_timeout`` and runs the function instead (fail open), and
+``get_or_set`` raises ``CacheTimeoutError``. A leader whose store and lease release meet a
+lock waits ``lock_timeout`` for each at most; the writes go on in the background.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import Child, unmade_shards
+from _helpers import Child, unmade_shards, wait_for_condition
 from shardcache import AsyncCache, CacheTimeoutError, acached
 
 # Far below the open's own 30 s wait for a lock: what these tests tell apart.
@@ -110,3 +112,42 @@ async def test_get_or_set_raises_cache_timeout_error_after_lock_timeout(cache_di
         assert await cache.get("k") == "computed"
     finally:
         await asyncio.wait_for(cache.aclose(), BOUND)
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])  # waits on another process: once is enough
+async def test_a_leader_gets_its_result_within_lock_timeout_when_its_store_waits(
+    cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shards get locked while the function runs: its store and its lease release
+    would each wait SQLite's busy timeout (10 s); the caller waits lock_timeout for each at
+    most, and the store lands once the lock is gone."""
+    cache = AsyncCache(cache_dir, shards=2)
+    await cache.set("seed", 1)  # made and open: the lease below is taken at once
+    lockers: list[Child] = []
+
+    @acached(cache, ttl=60, lock_timeout=0.3)
+    async def slow(x: int) -> int:
+        locker = Child("lock", *_shard_files(cache_dir, 2))
+        lockers.append(locker)
+        await asyncio.to_thread(locker.expect, "locked")
+        return 2 * x
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="shardcache"):
+            assert await asyncio.wait_for(slow(4), BOUND) == 8
+        assert "write failed" in caplog.text and "in the background" in caplog.text
+        lockers[0].send("release")
+        lockers[0].expect("released")
+        lockers[0].finish()
+        # The store went on meanwhile, and committed once the lock was gone.
+        key = slow.cache_key(4)
+
+        async def stored() -> bool:
+            return bool(await cache.get(key) == 8)
+
+        await wait_for_condition(stored, timeout=BOUND, what="the store after the lock")
+    finally:
+        for locker in lockers:
+            locker.kill()
+            locker.__exit__()
+        await asyncio.wait_for(cache.aclose(), 30)

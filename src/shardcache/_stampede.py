@@ -61,12 +61,12 @@ _MAX_DELAY = 0.1
 _warned: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 _warned_unkeyed: set[str] = set()
 # Lease releases scheduled from a done-callback (a cancelled acquire): kept referenced.
-_cleanups: set[asyncio.Task[None]] = set()
+_cleanups: set[asyncio.Future[Any]] = set()
 
 
 # What happens instead, when the failed step came after the function had run.
 _THEN: Final = {
-    "write": "the result is returned, not stored",
+    "write": "the result is returned, maybe not stored",
     "lease release": "the lease expires at its deadline",
     "invalidation": "stored responses expire by their freshness",
 }
@@ -489,10 +489,32 @@ def _release_if_taken(job: _Job, owner: str, acquire: asyncio.Future[bool]) -> N
     _release_later(job, owner)
 
 
+async def _bounded(job: _Job, write: Awaitable[Any], what: str) -> Any:
+    """Await a write of the leader's own, ``lock_timeout`` at most: a shard another process
+    keeps locked would hold its caller for SQLite's busy timeout (10 s) per write, though
+    the result is ready. The write goes on meanwhile, also when the caller is cancelled
+    (a cancelled leader still frees the lease for the others)."""
+    future = asyncio.ensure_future(write)
+    _cleanups.add(future)
+    future.add_done_callback(_cleanups.discard)
+    future.add_done_callback(_observed)
+    done, _ = await asyncio.wait((future,), timeout=job.lock_timeout)
+    if not done:
+        raise CacheTimeoutError(
+            f"the {what} of {job.key!r} did not commit within lock_timeout="
+            f"{job.lock_timeout}s (the shard stayed locked); it goes on in the background"
+        )
+    return future.result()
+
+
+def _observed(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved (and reported by whoever awaited it)
+
+
 async def _release(job: _Job, owner: str) -> None:
     try:
-        # Shielded: a cancelled leader still frees the lease for the others.
-        await asyncio.shield(job.backend.release_lease(job.key, owner))
+        await _bounded(job, job.backend.release_lease(job.key, owner), "lease release")
     except Exception as exc:
         # Never fatal: the lease expires at its deadline anyway.
         _warn_once("lease release", exc, job.backend)
@@ -508,8 +530,10 @@ async def _compute(job: _Job, *, store: bool) -> Any:
     if not store or job.superseded or (job.cache_if is not None and not job.cache_if(value)):
         return value
     job.storing = True
+    write = job.backend.set(job.key, value, ttl=job.ttl, tag=job.tag, stale_ttl=job.stale_ttl)
     try:
-        await job.backend.set(job.key, value, ttl=job.ttl, tag=job.tag, stale_ttl=job.stale_ttl)
+        # Failing open, the caller gets its result within lock_timeout, stored or not.
+        await (_bounded(job, write, "store") if job.fail_open else write)
     except Exception as exc:
         if not job.fail_open:
             raise
