@@ -378,6 +378,17 @@ async def test_methods_with_ignore_self(cache: AsyncCache) -> None:
     assert isinstance(Users.__dict__["get"], CachedFunction)
 
 
+async def test_ignore_takes_one_name_as_a_str(cache: AsyncCache) -> None:
+    class Users:
+        @acached(cache, ignore="self")  # as ("self",): not the letters s, e, l, f
+        async def get(self, user_id: int) -> str:
+            return f"user {user_id}"
+
+    a, b = Users(), Users()
+    assert await a.get(1) == await b.get(1) == "user 1"
+    assert a.get.cache_key(1) == b.get.cache_key(1)
+
+
 async def test_method_without_ignore_names_self(cache: AsyncCache) -> None:
     class Repo:
         @acached(cache)

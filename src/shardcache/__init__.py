@@ -46,3 +46,11 @@ __all__ = [
     "__version__",
     "acached",
 ]
+
+# The public names read as defined here, not in the private module that holds them: in
+# reprs, tracebacks, pickles and type checkers' messages (anyio does the same).
+for _name in __all__:
+    _value = globals()[_name]
+    if getattr(_value, "__module__", "").startswith(f"{__name__}._"):
+        _value.__module__ = __name__
+del _name, _value

@@ -44,6 +44,8 @@ __all__ = ["AsyncCache"]
 
 logger = logging.getLogger("shardcache")
 T = TypeVar("T")
+D = TypeVar("D")  # get()'s default
+C = TypeVar("C", bound="AsyncCache")  # a subclass, for ``async with``
 
 _time = time.time
 _crc32 = zlib.crc32
@@ -136,7 +138,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
         if not self._ready:
             await self._ensure_open()
 
-    async def __aenter__(self) -> AsyncCache:
+    async def __aenter__(self: C) -> C:
         await self.open()
         return self
 
@@ -278,7 +280,11 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
     @overload
     async def get(self, key: Key, default: Any = None, *, type: None = None) -> Any: ...
     @overload
-    async def get(self, key: Key, default: Any = None, *, type: type[T]) -> T | Any: ...
+    async def get(self, key: Key, default: None = None, *, type: type[T]) -> T | None: ...
+    @overload
+    async def get(self, key: Key, default: D, *, type: type[T]) -> T | D: ...
+    @overload  # a type form that is not a class: ``User | None``, ``Literal["a"]``...
+    async def get(self, key: Key, default: Any = None, *, type: object) -> Any: ...
 
     async def get(self, key: Key, default: Any = None, *, type: Any = None) -> Any:
         """The value of ``key``, or ``default`` when it is missing or expired.

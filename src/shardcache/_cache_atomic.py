@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import _ops as ops
 from ._errors import CacheTimeoutError
@@ -18,6 +18,8 @@ from ._keys import encode_key
 from ._options import check_lock_timeout, expire_at
 from ._stampede import _flights, get_or_compute, supersede
 from ._types import DEFAULT, MISS, TTL, CacheBackend, Key
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from ._codec import Codec
@@ -131,13 +133,13 @@ class _AtomicOps:
     async def get_or_set(
         self,
         key: Key,
-        factory: Callable[[], Awaitable[Any]],
+        factory: Callable[[], Awaitable[T]],
         *,
         ttl: TTL = DEFAULT,
         tag: str | None = None,
         stale_ttl: float = 0,
         lock_timeout: float = 30.0,
-    ) -> Any:
+    ) -> T:
         """The value of ``key``; on a miss, ``await factory()`` computes and stores it.
 
         Stampede-protected exactly like ``@acached``: one task in one process computes,
@@ -156,8 +158,8 @@ class _AtomicOps:
         # does); get_or_compute reads entries without counting, stale ones included.
         hit = await self.get(key, MISS)
         if hit is not MISS:
-            return hit
-        return await get_or_compute(
+            return cast("T", hit)  # stored by a factory of this key: its type, as a rule
+        value: T = await get_or_compute(
             cast("CacheBackend", self),  # an AsyncCache: this class is one of its bases
             key,
             factory,
@@ -166,3 +168,4 @@ class _AtomicOps:
             stale_ttl=stale_ttl,
             lock_timeout=lock_timeout,
         )
+        return value

@@ -586,10 +586,11 @@ def acached(
     result that long while one background task refreshes it), ``key`` (a callable of the
     same arguments returning the cache key, used as is), ``version`` (bump it to drop old
     results), ``ignore`` (parameter names or positions left out of the key, e.g.
-    ``("self",)``), ``cache_if`` (a predicate on the result: False returns it without
-    storing it), ``lock_timeout`` (the longest a caller waits for another's computation),
-    ``early_refresh`` (XFetch beta: refresh a fresh entry early, with a probability rising
-    near its expiry), ``type`` (decode the stored result into this type).
+    ``("self",)``; one name may be a str), ``cache_if`` (a predicate on the result: False
+    returns it without storing it), ``lock_timeout`` (the longest a caller waits for
+    another's computation), ``early_refresh`` (XFetch beta: refresh a fresh entry early,
+    with a probability rising near its expiry), ``type`` (decode the stored result into
+    this type).
 
     On a miss exactly one caller (one task in one process, one process per cache
     directory) runs the function; the others await its result. Exceptions are never
@@ -602,7 +603,7 @@ def acached(
         stale_ttl=stale_ttl,
         key=key,
         version=version,
-        ignore=tuple(ignore),
+        ignore=(ignore,) if isinstance(ignore, str) else tuple(ignore),  # "self" is one name
         cache_if=cache_if,
         lock_timeout=lock_timeout,
         early_refresh=early_refresh,

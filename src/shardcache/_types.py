@@ -165,13 +165,13 @@ class CacheBackend(Protocol):
     async def get_or_set(
         self,
         key: Key,
-        factory: Callable[[], Awaitable[Any]],
+        factory: Callable[[], Awaitable[T]],
         *,
         ttl: TTL = DEFAULT,
         tag: str | None = None,
         stale_ttl: float = 0,
         lock_timeout: float = 30.0,
-    ) -> Any:
+    ) -> T:
         """The value of ``key``, computed once by ``factory`` on a miss."""
         ...
 

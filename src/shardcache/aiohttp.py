@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from aiohttp.client import _BaseRequestContextManager
 
 __all__ = ["DO_NOT_CACHE", "CachedResponse", "CachedSession"]
+CachedResponse.__module__ = __name__  # public here, whatever private module holds it
 
 _MIB: Final = 2**20
 

@@ -85,6 +85,7 @@ from ._stampede import _warn_once, single_flight
 from ._types import CacheBackend
 
 __all__ = ["DEFAULT_STATUSES", "ASGIApp", "CacheMiddleware", "KeyFunction", "cache_for"]
+cache_for.__module__ = __name__  # public here, whatever private module holds it
 
 ASGIApp = Callable[[Scope, Receive, Send], Any]
 
