@@ -36,6 +36,7 @@ from ._executor import Executor
 from ._keys import encode_key
 from ._near import IMMUTABLE
 from ._options import Durability, Eviction, OnCorrupt, Options, check_ttl, expire_at
+from ._owner import LoopOwner
 from ._shard import SLOW_READ, SLOW_READ_BACKOFF, Row, Shard, _is_busy
 from ._stampede import _flights, supersede
 from ._types import DEFAULT, MISS, NOT_NOW, TTL, Entry, Key
@@ -49,6 +50,7 @@ C = TypeVar("C", bound="AsyncCache")  # a subclass, for ``async with``
 
 _time = time.time
 _crc32 = zlib.crc32
+_get_ident = threading.get_ident
 _OFFLOAD: Final = object()  # "this read must go to a thread"
 _ACCESS_FLUSH = 4096  # buffered LRU/LFU accesses that force a flush without a write
 
@@ -117,6 +119,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
         self._shards: list[Shard] = []
         self._executor: Executor | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._owner = LoopOwner()  # the loop whose thread uses the connections (_owner)
         self._open_lock = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dropping: asyncio.Task[None] | None = None  # the delete of a misfit just read
@@ -180,6 +183,9 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
                 return _OFFLOAD
         elif now < shard.offload_until:
             return _OFFLOAD
+        owner = self._owner
+        if _get_ident() != owner.ident and not owner.mine():
+            return _OFFLOAD  # another thread's loop uses this connection: the read pool
         cursor = shard.cursor
         assert cursor is not None
         try:
@@ -472,7 +478,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
 
     async def _rows_many(self, shard: Shard, kbs: list[bytes], now: float) -> dict[bytes, Row]:
         rows: dict[bytes, Row] = {}
-        if self._near_on and now >= shard.offload_until:
+        if self._near_on and now >= shard.offload_until and self._owner.mine():
             with contextlib.suppress(sqlite3.OperationalError):
                 shard.sync_near()
                 for kb in kbs:

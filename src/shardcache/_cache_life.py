@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import _ops as ops
 from ._errors import CacheClosedError, CacheError, ConfigurationError
 from ._executor import Executor
+from ._owner import LoopOwner
 from ._shard import Shard
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class _Lifecycle:
         _shards: list[Shard]
         _executor: Executor | None
         _pool: concurrent.futures.ThreadPoolExecutor | None
+        _owner: LoopOwner
         _open_lock: threading.Lock
         _tasks: set[asyncio.Task[Any]]
         _closing: asyncio.Future[None] | None
@@ -171,8 +173,11 @@ class _Lifecycle:
                 for shard in shards:
                     shard.close()
                 raise
+            # A new owner: after a fork, the parent's loop and thread own nothing here.
+            self._owner = LoopOwner()
             self._executor = Executor(
                 shards,
+                owner=self._owner,
                 threads=opts.writer_threads,
                 direct=opts.durability != "full",
                 name=f"shardcache-{directory.name}",

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._errors import CacheError
+from ._owner import LoopOwner
 from ._shard import WAL_LIMIT, Op, Shard
 
 _monotonic = time.monotonic
@@ -322,9 +323,12 @@ class Executor:
         direct: bool,
         name: str,
         sync_wal: bool = False,
+        owner: LoopOwner | None = None,
     ) -> None:
         self.shards = shards
         self.direct = direct
+        # The loop whose thread may commit on the shards' direct connections (_owner).
+        self.owner = LoopOwner() if owner is None else owner
         self.checkpointer = _Checkpointer(f"{name}-checkpoint")
         threads = max(1, min(threads, len(shards)))
         self.syncer = _Syncer(len(shards), f"{name}-sync") if sync_wal else None
@@ -394,6 +398,8 @@ class Executor:
         direct = (self.direct and (len(ops) <= _DIRECT_MAX or busy)) or (
             busy and self.syncer is not None
         )
+        # Another thread's loop uses the direct connections: this one's go to the writer.
+        direct = direct and self.owner.mine()
         flushing: dict[Shard, list[Op]] = {}
         for index, shard_ops in by_shard.items():
             worker = self._route[index]
