@@ -394,6 +394,60 @@ def _fork(directory: str, loop: str) -> int:
     return 0
 
 
+def _fork_busy(directory: str, loop: str) -> int:
+    """Fork while the parent's writer thread is mid-transaction; each child opens a cache
+    of its own on the directory and writes, bounded (the children inherit no lock)."""
+    from shardcache import AsyncCache
+
+    cache = AsyncCache(directory, shards=2)
+    pids: list[int] = []
+
+    async def parent() -> None:
+        await cache.set("parent", 1)
+        for i in range(8):
+            writes = asyncio.gather(*(cache.set(("p", i, j), "x" * 500) for j in range(100)))
+            await asyncio.sleep(0.001)  # the writer thread is committing them now
+            pid = os.fork()
+            if pid == 0:
+                _child_write(directory, i, loop)  # never returns
+            pids.append(pid)
+            await writes
+
+    _run(parent(), loop)
+    failed = 0
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        failed += os.waitstatus_to_exitcode(status) != 0
+
+    async def verify() -> None:
+        found = await cache.get_many([("child", i) for i in range(8)])
+        assert found == {("child", i): i for i in range(8)}, found
+        assert await cache.count() == 1 + 8 * 100 + 8
+        await cache.aclose()
+
+    _run(verify(), loop)
+    _say("ok" if not failed else f"{failed} children failed")
+    return 0
+
+
+def _child_write(directory: str, index: int, loop: str) -> None:
+    from shardcache import AsyncCache
+
+    code = 1
+    try:
+
+        async def child() -> None:
+            async with AsyncCache(directory, shards=2) as mine:
+                # Bounded far below SQLite's 10 s busy wait: the stall this guards against.
+                await asyncio.wait_for(mine.set(("child", index), index), 5)
+
+        _run(child(), loop)
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    os._exit(code)
+
+
 def _lock(*shards: str) -> None:
     conns = [sqlite3.connect(shard, isolation_level=None) for shard in shards]
     for conn in conns:
@@ -432,6 +486,8 @@ def main(argv: list[str]) -> int:
         _run(_compute(args[0], json.loads(args[1])), args[2])
     elif cmd == "fork":
         return _fork(args[0], args[1])
+    elif cmd == "fork-busy":
+        return _fork_busy(args[0], args[1])
     elif cmd == "lock":
         _lock(*args)
     elif cmd == "open":

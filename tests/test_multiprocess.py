@@ -133,6 +133,17 @@ def test_get_or_set_computes_once_across_processes(cache_dir: Path) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.parametrize("loop", LOOPS)
+def test_a_fork_during_writes_leaves_the_child_no_lock(cache_dir: Path, loop: str) -> None:
+    # A child forked while the parent's writer thread was mid-transaction inherited
+    # SQLite's record of that transaction's locks, and its own writes to that shard
+    # waited 10 s for a lock nobody held. Forks now wait for the transaction (_fork).
+    with Child("fork-busy", str(cache_dir), loop) as script:
+        assert script.line() == "ok"
+        script.finish()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("loop", LOOPS)
 def test_a_forked_child_uses_the_parents_instance(cache_dir: Path, loop: str) -> None:
     # The whole scenario runs in a helper process (forking pytest itself is not safe):
     # open, fork, use the inherited instance in the child, exit the child normally, then

@@ -27,7 +27,7 @@ import msgspec
 
 from . import _ops as ops
 from . import _sql as sql
-from ._cache_admin import _CHUNK, _fetch, _WholeCache
+from ._cache_admin import _CHUNK, _fetch, _gated, _WholeCache
 from ._cache_atomic import _AtomicOps
 from ._cache_life import _NEW, _OPEN, _Lifecycle
 from ._codec import Codec, Compressor, InvalidSignature, Serializer, TypeMismatch
@@ -492,7 +492,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
             stmt = sql.GET_MANY.format(",".join("?" * len(chunk)))
             if self._pool is None:
                 raise self._closed_error()
-            result = await loop.run_in_executor(self._pool, _fetch, shard, stmt, chunk)
+            result = await loop.run_in_executor(self._pool, _gated, _fetch, shard, stmt, chunk)
             for key, *row in result:
                 rows[key] = tuple(row)
         return rows

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import _ops as ops
 from . import _sql as sql
 from ._errors import CacheClosedError, CacheCorruptError
+from ._fork import GATE
 from ._keys import decode_key
 from ._maintenance import check_shards, vacuum_shards
 from ._stampede import supersede_all
@@ -112,7 +113,7 @@ class _WholeCache:
             await self._ensure_open()
         if self._pool is None:
             raise self._closed_error()
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, _gated, fn, *args)
 
     async def count(self) -> int:
         """The number of live entries."""
@@ -230,6 +231,12 @@ def _remove_shard(path: str) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{path}{suffix}")
+
+
+def _gated(fn: Callable[..., T], *args: Any) -> T:
+    """``fn`` on a pool thread, never across a fork (_fork)."""
+    with GATE:
+        return fn(*args)
 
 
 def _fetch(shard: Shard, stmt: str, params: Any) -> list[Any]:

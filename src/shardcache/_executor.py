@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._errors import CacheError
+from ._fork import GATE
 from ._owner import LoopOwner
 from ._shard import WAL_LIMIT, Op, Shard
 
@@ -215,7 +216,7 @@ def _restart_long_wal(shard: Shard, conn: sqlite3.Connection) -> None:
     on the connection that has just committed (nothing of ours holds the lock now)."""
     if shard.batches % _CHECKPOINT_EVERY or _wal_size(shard) <= WAL_LIMIT:
         return
-    with contextlib.suppress(sqlite3.Error):
+    with GATE, contextlib.suppress(sqlite3.Error):
         conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
 
 
@@ -290,6 +291,10 @@ class _Checkpointer(threading.Thread):
                     conn.close()
 
     def _checkpoint(self, shard: Shard, mode: str) -> None:
+        with GATE:  # no fork in the middle of a checkpoint (_fork)
+            self._checkpoint_now(shard, mode)
+
+    def _checkpoint_now(self, shard: Shard, mode: str) -> None:
         conn = self._conns.get(shard.index)
         try:
             if conn is None:

@@ -39,6 +39,7 @@ import msgspec
 from . import _sql as sql
 from ._codec import Codec
 from ._errors import CacheCorruptError, CacheError, CacheTimeoutError, ConfigurationError
+from ._fork import GATE
 from ._near import _NearCache
 from ._ops import op_set as _op_set
 from ._ops import op_set_rows as _op_set_rows
@@ -247,14 +248,15 @@ class Shard(_NearCache):
 
     def open(self) -> None:
         """Create or validate the file, then open the three connections (any thread)."""
-        try:
-            self._open_checked()
-        except CacheCorruptError:
-            if self.on_corrupt != "reset":
-                raise
-            self.close()
-            self.reset_files()
-            self._open_checked()
+        with GATE:
+            try:
+                self._open_checked()
+            except CacheCorruptError:
+                if self.on_corrupt != "reset":
+                    raise
+                self.close()
+                self.reset_files()
+                self._open_checked()
 
     def reset_files(self) -> None:
         """Delete the shard's files (``on_corrupt="reset"``): a cache is rebuildable data.
@@ -466,7 +468,8 @@ class Shard(_NearCache):
     def read_in_thread(self, key: bytes) -> list[Any]:
         """A point read with a busy timeout, run on a thread."""
         try:
-            return self.thread_reader().execute(sql.GET, (key,)).fetchall()
+            with GATE:
+                return self.thread_reader().execute(sql.GET, (key,)).fetchall()
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from exc
 
@@ -488,6 +491,10 @@ class Shard(_NearCache):
         locked past the connection's short busy timeout, so the caller can queue the ops
         (the loop thread) or retry them after other shards' writes (the writer thread).
         """
+        with GATE:  # no fork in the middle of a transaction (_fork)
+            return self._run_batch(conn, ops, requeue_busy=requeue_busy)
+
+    def _run_batch(self, conn: sqlite3.Connection, ops: list[Op], *, requeue_busy: bool) -> bool:
         now = time.time()
         batch = _Batch(now)
         try:
