@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeVar
 
 import aiohttp
 from aiohttp.typedefs import StrOrURL
@@ -33,7 +33,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ._aiohttp_response import CachedResponse, refill_content
-from ._aiohttp_storage import Found, head_key, invalidate, lookup, store
+from ._aiohttp_storage import Found, head_key, invalidate, lookup, redirects, store
 from ._breaker import Breaker, open_within, opened
 from ._http import (
     ORIGIN_ERROR_STATUSES,
@@ -58,6 +58,7 @@ from ._http import (
 from ._stampede import single_flight
 from ._types import CacheBackend
 
+_R = TypeVar("_R", bound=aiohttp.ClientResponse)
 __all__ = ["Call", "HttpCache", "raw_headers"]
 
 logger = logging.getLogger("shardcache.aiohttp")
@@ -206,6 +207,7 @@ class HttpCache:
                 lambda: self._lookup_fresh(call),
                 lambda: self._fetch(call, found),
                 lock_timeout=self._wait_limit(call),
+                on_failure=self._lease_failed,
             )
             if not produced:
                 if self._acceptable(call, outcome):  # another caller's: serve a copy
@@ -214,7 +216,7 @@ class HttpCache:
                     outcome, _ = await self._fetch(call, found)
         if outcome.response is not None:
             if outcome.stored is None or not not_modified(call.raw, outcome.stored):
-                return outcome.response
+                return await self._checked(call, outcome.response)
             outcome.response.release()  # the caller's validators match: answer 304
         assert outcome.stored is not None
         return await self._respond(call, outcome.stored, outcome.url)
@@ -289,6 +291,9 @@ class HttpCache:
                 conditional = conditional_headers(found.stored)  # RFC 9111 §4.3.1
             if conditional or unconditional_headers(call.raw) != call.raw:
                 kwargs = {**kwargs, "headers": _for_origin(kwargs.get("headers"), conditional)}
+        # The caller's raise_for_status applies to what it is given (_respond, _checked),
+        # after the response is stored: a 404 is an answer worth storing like a 200.
+        kwargs = {**kwargs, "raise_for_status": False}
         started = self.clock()
         try:
             response = await self.send(call.method, call.target, **kwargs)
@@ -302,7 +307,9 @@ class HttpCache:
                 return stale, True
         if conditional and response.status == 304:
             return await self._freshen(call, found, response, started, received)
-        if not use_cache:
+        if not use_cache or self._breaker.tripped():
+            # Not stored when the cache just failed (its lease could not be taken): the
+            # store would wait as long again.
             return _Outcome(response, None, response.url), False
         try:
             stored = await self._store(call, response, started, received)
@@ -315,6 +322,8 @@ class HttpCache:
         """Whether another caller's outcome answers this request (its Vary, its limits)."""
         if outcome.stored is None or (outcome.via_alias and not call.follow):
             return False
+        if call.follow and redirects(outcome.stored):
+            return False  # a redirect that another request did not follow; this one does
         verdict = decide_reuse(
             outcome.stored,
             call.method,
@@ -472,9 +481,14 @@ class HttpCache:
             session=session,
             loop=session._loop,
         )
+        return await self._checked(call, response)
+
+    async def _checked(self, call: Call, response: _R) -> _R:
+        """The caller's ``raise_for_status`` (the request's, else the session's) applied
+        to the response it gets, from the cache or from the origin."""
         check = call.kwargs.get("raise_for_status")
         if check is None:
-            check = session.raise_for_status
+            check = self.session.raise_for_status
         if callable(check):
             await check(response)
         elif check:
@@ -506,6 +520,11 @@ class HttpCache:
             return
         if produced and outcome.response is not None:
             outcome.response.release()
+
+    def _lease_failed(self, exc: Exception) -> None:
+        """The stampede lease could not be taken (logged): skip the cache for a moment,
+        this request's store included."""
+        self._breaker.trip()
 
     def _warn(self, exc: Exception) -> None:
         self._breaker.trip()

@@ -28,7 +28,7 @@ from typing import Final, NamedTuple
 from ._http import RawHeaders, StoredResponse, variant_key, vary_names, vary_values
 from ._types import CacheBackend
 
-__all__ = ["Found", "head_key", "invalidate", "lookup", "store"]
+__all__ = ["Found", "head_key", "invalidate", "lookup", "redirects", "store"]
 
 _ANY_ENTRY: Final = StoredResponse | list[str] | str
 _TARGET_ENTRY: Final = StoredResponse | list[str]
@@ -73,7 +73,19 @@ async def lookup(
         value = await cache.get(key, None, type=StoredResponse)
     if not isinstance(value, StoredResponse):
         return None
+    if follow_alias and redirects(value):
+        return None  # stored for a request that did not follow it; this one does
     return Found(value, where, via_alias)
+
+
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+
+
+def redirects(stored: StoredResponse) -> bool:
+    """Whether aiohttp would follow this response (a redirect with a ``Location``)."""
+    return stored.status in _REDIRECTS and any(
+        name.lower() == b"location" for name, _ in stored.headers
+    )
 
 
 async def store(

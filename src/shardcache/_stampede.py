@@ -557,6 +557,7 @@ async def single_flight(
     *,
     lock_timeout: float = 30.0,
     handover: Callable[[Callable[[Any, bool], None]], None] | None = None,
+    on_failure: Callable[[Exception], None] | None = None,
 ) -> tuple[Any, bool]:
     """Run ``produce`` once for concurrent callers of ``key``, in this process and across
     processes, for results that may turn out not to be shareable (HTTP responses).
@@ -571,6 +572,9 @@ async def single_flight(
     ran ``produce``. ``handover(publish)`` is called when this caller leads: its
     ``produce`` may then ``publish(result, shared)`` before it returns (``shared`` False
     as soon as it knows: the waiters then go to the source without waiting for its end).
+    ``on_failure(exc)`` is told when the lease could not be taken (the cache failed, e.g.
+    a shard locked past ``lock_timeout``) before ``produce`` runs without it: its store
+    would only wait again.
     """
     lock_timeout = check_lock_timeout(lock_timeout)
     kb = encode_key(key)
@@ -608,7 +612,7 @@ async def single_flight(
 
     try:
         result, shared, produced = await _lead_single(
-            backend, key, kb, lookup, produce, deadline, lock_timeout, publish
+            backend, key, kb, lookup, produce, deadline, lock_timeout, publish, on_failure
         )
     except BaseException:
         if not future.done():
@@ -632,6 +636,7 @@ async def _lead_single(
     deadline: float,
     lock_timeout: float,
     publish: Callable[[Any, bool], None],
+    on_failure: Callable[[Exception], None] | None,
 ) -> tuple[Any, bool, bool]:
     """The cross-process part of :func:`single_flight`: (result, shared, produced here).
 
@@ -649,6 +654,8 @@ async def _lead_single(
             leased = await _acquire(job, owner)
         except Exception as exc:
             _warn_once("lease", exc, backend)
+            if on_failure is not None:
+                on_failure(exc)
             result, shared = await produce()
             return result, shared, True
         if leased:

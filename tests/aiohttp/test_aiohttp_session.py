@@ -545,3 +545,77 @@ async def test_a_cache_still_opening_holds_a_request_no_longer_than_lock_timeout
     finally:
         await session.close()
         await asyncio.wait_for(cache.aclose(), 8)
+
+
+async def test_a_redirect_stored_unfollowed_is_followed_by_requests_that_follow(
+    origin: Origin, make_session: MakeSession
+) -> None:
+    """A 301 stored for an ``allow_redirects=False`` request is its answer only: requests
+    that follow redirects (aiohttp's default) get the final response, in either order."""
+
+    @origin.route("/moved")
+    async def moved(request: web.Request) -> web.Response:
+        return web.Response(status=301, headers={"Location": "/here"})
+
+    counting(origin, "/here", **{"Cache-Control": "max-age=600"})
+    session = make_session()
+    for _ in range(2):
+        async with session.get(origin.url("/moved"), allow_redirects=False) as resp:
+            assert resp.status == 301 and resp.headers["Location"] == "/here"
+        async with session.get(origin.url("/moved")) as resp:
+            assert resp.status == 200 and (await resp.read()).startswith(b"v")
+            assert str(resp.url).endswith("/here")
+        async with session.get(origin.url("/moved")) as resp:  # now through the alias
+            assert (resp.status, resp.from_cache) == (200, True)
+            assert str(resp.url).endswith("/here")
+
+
+async def test_raise_for_status_raises_on_a_stored_404_fetched_once(
+    origin: Origin, make_session: MakeSession
+) -> None:
+    """``raise_for_status`` applies to what the caller gets; the 404 is stored first (it
+    raised inside aiohttp before, so it was never stored and every caller fetched it)."""
+
+    @origin.route("/gone")
+    async def gone(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.05)
+        return web.Response(status=404, text="nope", headers={"Cache-Control": "max-age=600"})
+
+    session = make_session(raise_for_status=True)
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(session.get(origin.url("/gone")) for _ in range(5)), return_exceptions=True
+        ),
+        WAIT,
+    )
+    with pytest.raises(aiohttp.ClientResponseError) as raised:
+        await session.get(origin.url("/gone"))
+    assert raised.value.status == 404
+    assert all(isinstance(r, aiohttp.ClientResponseError) and r.status == 404 for r in results)
+    assert origin.hits["/gone"] == 1
+    async with session.get(origin.url("/gone"), raise_for_status=False) as resp:
+        assert (resp.status, resp.from_cache, await resp.text()) == (404, True, "nope")
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])  # waits on another process: once is enough
+async def test_a_locked_cache_costs_one_request_one_bound_not_two(
+    origin: Origin, make_session: MakeSession, cache: AsyncCache, cache_dir: Any
+) -> None:
+    """The lease waits lock_timeout and fails; the store after the fetch used to wait as
+    long again. The failed lease now skips the cache, that request's store included."""
+    from _helpers import Child
+
+    counting(origin, "/locked", **{"Cache-Control": "max-age=60"})
+    await cache.set("made", 1)  # the shards exist; another process locks them all
+    files = [str(path) for path in sorted(cache_dir.glob("shard-*.db"))]
+    session = make_session(lock_timeout=1.5)
+    with Child("lock", *files) as locker:
+        locker.expect("locked")
+        try:
+            # One bound (1.5 s) and some slack; two bounds would be 3 s.
+            got = await asyncio.wait_for(fetch(session, origin.url("/locked")), 2.6)
+        finally:
+            locker.send("release")
+            locker.expect("released")
+            locker.finish()
+    assert got == (200, b"v1", False)
