@@ -91,6 +91,7 @@ class Exchange:
     __slots__ = (
         "chunks",
         "headers",
+        "incomplete",
         "key",
         "method",
         "middleware",
@@ -148,6 +149,7 @@ class Exchange:
         # The stale entry this request validates with the app, when it has a validator.
         self.stale = stale if stale is not None and conditional_headers(stale) else None
         self.refetch = False  # the app's 304 named another representation: ask again
+        self.incomplete = False  # the app returned mid-body (its client went away...)
 
     async def run(self, receive: Receive) -> None:
         """Call the app; on return the response has been sent (and stored, if it may be)."""
@@ -173,7 +175,12 @@ class Exchange:
         self.request_time = time.time()
         await self.middleware.app(scope, receive, self.send)
         if self.state == _BUFFER:
-            # The app returned mid-body: hand on what it sent, as if we were not here.
+            # The app returned mid-body (a streaming response whose client went away, or
+            # one that broke off): hand on what it sent, as if we were not here. That says
+            # nothing about the URL: no "pass" verdict, and a request waiting for this one
+            # takes over (CacheMiddleware._coalesced).
+            self.incomplete = True
+            self.on_pass = None
             await self._flush(more_body=True)
         elif self.state == _REVALIDATED:
             await self._revalidated()  # the app returned without ending its 304's body
@@ -274,6 +281,12 @@ class Exchange:
         self.chunks = []
         status = self.status
         headers = self.headers
+        declared = first_header(headers, b"content-length")
+        if declared is not None and status not in _NO_CONTENT and not _matches(declared, body):
+            # Not a complete response (RFC 9111 §3.3): it reaches this client as the app
+            # sent it, and is not stored (replayed, it would fail every later client).
+            await self._pass_whole(body, "the body does not match its Content-Length")
+            return
         if middleware.cache_header_name is not None:
             # Our own annotation (from a cache layer further in) describes another hop.
             name = middleware.cache_header_name
@@ -295,9 +308,7 @@ class Exchange:
         self.state = _PASS
         if ttl is not None and ttl <= 0:
             # Already stale (max-age=0, no-cache, ttl=0 without freshness): not worth storing.
-            self._not_storable(PASS_PREFIX + "the response is stale on arrival")
-            await self.send_downstream(middleware.tag_miss(self.start, self.headers))
-            await self.send_downstream({"type": BODY, "body": body})
+            await self._pass_whole(body, "the response is stale on arrival")
             return
         # Committed before the client sees a byte: a client that got this MISS and asks
         # another worker next gets the HIT (and the stampede lease outlives no write).
@@ -320,6 +331,13 @@ class Exchange:
                 {"type": START, "status": status, "headers": [*headers, *middleware.miss_header]}
             )
             await self.send_downstream({"type": BODY, "body": body})
+
+    async def _pass_whole(self, body: bytes, reason: str) -> None:
+        """Answer with the buffered response as the app sent it, and store nothing."""
+        self.state = _PASS
+        self._not_storable(PASS_PREFIX + reason)
+        await self.send_downstream(self.middleware.tag_miss(self.start, self.headers))
+        await self.send_downstream({"type": BODY, "body": body})
 
     async def _revalidated(self) -> None:
         """The app answered the cache's validators with a 304: freshen, store, answer."""
@@ -364,6 +382,14 @@ def _has_validators(headers: list[tuple[bytes, bytes]]) -> bool:
         if name[:3] in (b"if-", b"If-", b"IF-"):
             return True
     return False
+
+
+def _matches(content_length: bytes, body: bytes) -> bool:
+    """Whether a ``Content-Length`` field value states the body's length."""
+    try:
+        return int(content_length) == len(body)
+    except ValueError:  # an invalid Content-Length: not a complete response either
+        return False
 
 
 def _exceeds(content_length: bytes, limit: int) -> bool:

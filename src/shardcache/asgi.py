@@ -43,6 +43,7 @@ checked once).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Literal
@@ -442,6 +443,8 @@ class CacheMiddleware:
             exchange = await self.fetch(
                 scope, receive, send, key, policy, store=True, stale=stale, on_pass=passing
             )
+            if exchange.incomplete:
+                raise _Incomplete  # a failed leader: one waiting request takes over
             if exchange.stored is None:
                 passing(exchange.pass_reason)  # decided at the end (stale on arrival...)
             return exchange.stored, exchange.stored is not None
@@ -454,7 +457,12 @@ class CacheMiddleware:
                 produce,
                 lock_timeout=self._lock_timeout,
                 handover=handover.append,
+                # A lease that could not be taken: skip the cache for a moment, this
+                # request's store included (it would wait lock_timeout again).
+                on_failure=lambda _: self._breaker.trip(),
             )
+        except _Incomplete:
+            return  # this client got what the app sent; a waiting request took over
         except Exception as exc:
             if started:
                 raise  # the app's own error
@@ -525,7 +533,12 @@ class CacheMiddleware:
             await self._write("write", self.cache.add(key, reason, ttl=self._pass_ttl))
 
     async def _write(self, what: str, operation: Awaitable[Any]) -> None:
-        """A cache write on a response's path: bounded by lock_timeout, failing open."""
+        """A cache write on a response's path: bounded by lock_timeout, failing open;
+        skipped while the cache is known to fail (_breaker)."""
+        if self._breaker.tripped():
+            if inspect.iscoroutine(operation):
+                operation.close()  # never started: nothing to undo, no "never awaited"
+            return
         try:
             await asyncio.wait_for(operation, self._lock_timeout)
         except Exception as exc:  # TimeoutError included: a shard locked for too long
@@ -552,6 +565,10 @@ class CacheMiddleware:
         # bounded once by lock_timeout.
         writes = [op for key in keys for op in (self.cache.delete(key), self.cache.evict(key))]
         await self._write("invalidation", asyncio.gather(*writes))
+
+
+class _Incomplete(Exception):
+    """The app returned mid-body: the leader's response is nothing to share."""
 
 
 async def _replayed_end() -> Message:

@@ -202,3 +202,45 @@ async def test_a_cache_still_opening_holds_a_request_no_longer_than_lock_timeout
             assert (await asyncio.wait_for(http.get("/a"), 8)).headers["x-cache"] == "HIT"
     finally:
         await asyncio.wait_for(cache.aclose(), 8)
+
+
+@pytest.mark.parametrize("declared", [b"10", b"3", b"ten"])
+async def test_a_body_that_disagrees_with_its_content_length_is_never_stored(
+    cache: AsyncCache, declared: bytes
+) -> None:
+    """Not a complete response (RFC 9111 §3.3): the client gets it as the app sent it,
+    and the next request goes to the app again (replayed, it failed every client)."""
+    reply = Reply(headers=[PUBLIC, f"Content-Length: {declared.decode()}"], chunks=[b"12", b"345"])
+    origin = Origin(reply)
+    _, http = cached(origin, cache)
+    async with http:
+        for _ in range(3):
+            response = await asyncio.wait_for(http.get("/short"), 5)
+            assert response.headers["x-cache"] == "MISS"
+            assert response.headers["content-length"] == declared.decode()
+    assert origin.calls["/short"] == 3
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])  # waits on another process: once is enough
+async def test_a_locked_cache_costs_one_request_one_bound_not_two(
+    cache: AsyncCache, cache_dir: Any
+) -> None:
+    """The lease waits lock_timeout and fails; the store after the app's answer used to
+    wait as long again. The failed lease now skips the cache, that request's store too."""
+    from _helpers import Child
+
+    await cache.set("made", 1)  # the shards exist; another process locks them all
+    files = [str(path) for path in sorted(cache_dir.glob("shard-*.db"))]
+    origin = Origin(Reply(headers=[PUBLIC], chunks=[b"from the app"]))
+    _, http = cached(origin, cache, lock_timeout=1.5)
+    async with http:
+        with Child("lock", *files) as locker:
+            locker.expect("locked")
+            try:
+                # One bound (1.5 s) and some slack; two bounds would be 3 s.
+                response = await asyncio.wait_for(http.get("/a"), 2.6)
+            finally:
+                locker.send("release")
+                locker.expect("released")
+                locker.finish()
+    assert (response.status_code, response.content) == (200, b"from the app")

@@ -205,3 +205,67 @@ async def test_credentialed_requests_never_get_another_users_response(
             *(http.get("/a", headers={"authorization": u} if u else {}) for u in users)
         )
     assert [reply.content.decode() for reply in replies] == [u or "anonymous" for u in users]
+
+
+async def test_a_leader_whose_client_hangs_up_mid_stream_hands_over_to_one_waiter(
+    cache: AsyncCache,
+) -> None:
+    """The app stops a stream when its client disconnects (Starlette's StreamingResponse
+    does): that says nothing about the URL, so ONE waiting request takes over, instead of
+    every waiter calling the app."""
+    calls = 0
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal calls
+        calls += 1
+        headers = [(b"cache-control", b"public, max-age=60")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        try:
+            message = await asyncio.wait_for(receive(), 0.5)
+        except asyncio.TimeoutError:
+            message = {}
+        if message.get("type") == "http.disconnect":
+            return  # the client is gone: the stream ends here
+        await send({"type": "http.response.body", "body": b"b"})
+
+    middleware = CacheMiddleware(app, cache=cache)
+
+    async def request(hang_up: bool) -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            if hang_up:
+                await asyncio.sleep(0.2)
+                return {"type": "http.disconnect"}
+            await asyncio.Event().wait()  # a client that stays
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/stream",
+            "raw_path": b"/stream",
+            "query_string": b"",
+            "headers": [(b"host", b"testserver")],
+            "scheme": "http",
+            "server": ("testserver", 80),
+        }
+        await asyncio.wait_for(middleware(scope, receive, send), 10)
+        return sent
+
+    def body(sent: list[dict[str, Any]]) -> bytes:
+        return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+    leader = asyncio.create_task(request(hang_up=True))
+    while calls == 0:
+        await asyncio.sleep(0.01)
+    waiters = [asyncio.create_task(request(hang_up=False)) for _ in range(5)]
+    assert body(await leader) == b"a"  # what the app sent before its client left
+    answers = await asyncio.gather(*waiters)
+    assert [body(sent) for sent in answers] == [b"ab"] * 5
+    assert calls == 2  # the leader's, and the one waiter that took over
+    assert body(await request(hang_up=False)) == b"ab" and calls == 2  # stored: a hit
