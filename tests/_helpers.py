@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,19 @@ def loop_name() -> str:
     """``"uvloop"`` or ``"asyncio"``: the kind of loop running now (children use the same)."""
     loop = asyncio.get_running_loop()
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
+@contextlib.contextmanager
+def locked(*shards: str) -> Iterator[None]:
+    """Another process holds the write lock of each of ``shards`` for the block."""
+    with Child("lock", *shards) as locker:
+        locker.expect("locked")
+        try:
+            yield
+        finally:
+            locker.send("release")
+            locker.expect("released")
+            locker.finish()
 
 
 def unmade_shards(directory: Path, shards: int) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import Child, unmade_shards, wait_for_condition
+from _helpers import Child, locked, unmade_shards, wait_for_condition
 from shardcache import AsyncCache, CacheTimeoutError, acached
 
 # Far below the open's own 30 s wait for a lock: what these tests tell apart.
@@ -64,20 +64,14 @@ async def test_acached_waits_for_an_open_no_longer_than_lock_timeout(
         runs.append(x)
         return 2 * x
 
-    with Child("lock", *files) as locker:
-        locker.expect("locked")
-        try:
-            with caplog.at_level(logging.WARNING, logger="shardcache"):
-                # The open waits for the lock (up to 30 s); the calls give up on it after
-                # lock_timeout, all of them on the one open in progress, and fail open.
-                got = await asyncio.wait_for(asyncio.gather(*(double(i) for i in range(5))), BOUND)
-            assert got == [0, 2, 4, 6, 8]
-            assert sorted(runs) == [0, 1, 2, 3, 4]
-            assert "open failed" in caplog.text
-        finally:
-            locker.send("release")
-            locker.expect("released")
-            locker.finish()
+    with locked(*files):
+        with caplog.at_level(logging.WARNING, logger="shardcache"):
+            # The open waits for the lock (up to 30 s); the calls give up on it after
+            # lock_timeout, all of them on the one open in progress, and fail open.
+            got = await asyncio.wait_for(asyncio.gather(*(double(i) for i in range(5))), BOUND)
+        assert got == [0, 2, 4, 6, 8]
+        assert sorted(runs) == [0, 1, 2, 3, 4]
+        assert "open failed" in caplog.text
     try:
         # The lock gone, the open in progress completes and the cache serves as usual.
         assert await asyncio.wait_for(double(21), BOUND) == 42
@@ -97,16 +91,10 @@ async def test_get_or_set_raises_cache_timeout_error_after_lock_timeout(cache_di
         runs.append("ran")
         return "computed"
 
-    with Child("lock", *files) as locker:
-        locker.expect("locked")
-        try:
-            with pytest.raises(CacheTimeoutError):  # get_or_set does not fail open
-                await asyncio.wait_for(cache.get_or_set("k", factory, lock_timeout=0.3), BOUND)
-            assert runs == []
-        finally:
-            locker.send("release")
-            locker.expect("released")
-            locker.finish()
+    with locked(*files):
+        with pytest.raises(CacheTimeoutError):  # get_or_set does not fail open
+            await asyncio.wait_for(cache.get_or_set("k", factory, lock_timeout=0.3), BOUND)
+        assert runs == []
     try:
         assert await asyncio.wait_for(cache.get_or_set("k", factory), BOUND) == "computed"
         assert await cache.get("k") == "computed"

@@ -522,7 +522,7 @@ async def test_a_cache_still_opening_holds_a_request_no_longer_than_lock_timeout
 ) -> None:
     """Shards another process is creating hold the open up (up to 30 s): a request waits
     lock_timeout for it, then goes to the network; once the open completes, it caches."""
-    from _helpers import Child, unmade_shards
+    from _helpers import locked, unmade_shards
 
     monkeypatch.setattr("shardcache._breaker.COOL_OFF", 0.05)
     counting(origin, "/o", **{"Cache-Control": "max-age=60"})
@@ -530,14 +530,8 @@ async def test_a_cache_still_opening_holds_a_request_no_longer_than_lock_timeout
     cache = AsyncCache(tmp_path / "cache", shards=2)
     session = make_session(cache=cache, lock_timeout=0.3)
     try:
-        with Child("lock", *files) as locker:
-            locker.expect("locked")
-            try:
-                got = await asyncio.wait_for(fetch(session, origin.url("/o")), 8)
-            finally:
-                locker.send("release")
-                locker.expect("released")
-                locker.finish()
+        with locked(*files):
+            got = await asyncio.wait_for(fetch(session, origin.url("/o")), 8)
         assert got == (200, b"v1", False)
         await asyncio.sleep(0.1)  # past the cool-off
         assert await asyncio.wait_for(fetch(session, origin.url("/o")), 8) == (200, b"v2", False)
@@ -603,19 +597,13 @@ async def test_a_locked_cache_costs_one_request_one_bound_not_two(
 ) -> None:
     """The lease waits lock_timeout and fails; the store after the fetch used to wait as
     long again. The failed lease now skips the cache, that request's store included."""
-    from _helpers import Child
+    from _helpers import locked
 
     counting(origin, "/locked", **{"Cache-Control": "max-age=60"})
     await cache.set("made", 1)  # the shards exist; another process locks them all
     files = [str(path) for path in sorted(cache_dir.glob("shard-*.db"))]
     session = make_session(lock_timeout=1.5)
-    with Child("lock", *files) as locker:
-        locker.expect("locked")
-        try:
-            # One bound (1.5 s) and some slack; two bounds would be 3 s.
-            got = await asyncio.wait_for(fetch(session, origin.url("/locked")), 2.6)
-        finally:
-            locker.send("release")
-            locker.expect("released")
-            locker.finish()
+    with locked(*files):
+        # One bound (1.5 s) and some slack; two bounds would be 3 s.
+        got = await asyncio.wait_for(fetch(session, origin.url("/locked")), 2.6)
     assert got == (200, b"v1", False)

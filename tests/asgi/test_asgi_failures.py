@@ -179,7 +179,7 @@ async def test_a_cache_still_opening_holds_a_request_no_longer_than_lock_timeout
 ) -> None:
     """Shards another process is creating hold the open up (up to 30 s): a request waits
     lock_timeout for it, then goes to the app; once the open completes, the cache serves."""
-    from _helpers import Child, unmade_shards
+    from _helpers import locked, unmade_shards
 
     monkeypatch.setattr("shardcache._breaker.COOL_OFF", 0.05)
     files = unmade_shards(tmp_path / "cache", 2)
@@ -188,14 +188,8 @@ async def test_a_cache_still_opening_holds_a_request_no_longer_than_lock_timeout
     _, http = cached(origin, cache, lock_timeout=0.3)
     try:
         async with http:
-            with Child("lock", *files) as locker:
-                locker.expect("locked")
-                try:
-                    first = await asyncio.wait_for(http.get("/a"), 8)
-                finally:
-                    locker.send("release")
-                    locker.expect("released")
-                    locker.finish()
+            with locked(*files):
+                first = await asyncio.wait_for(http.get("/a"), 8)
             assert (first.status_code, first.content) == (200, b"from the app")
             await asyncio.sleep(0.1)  # past the failure's cool-off
             await asyncio.wait_for(http.get("/a"), 8)
@@ -227,20 +221,14 @@ async def test_a_locked_cache_costs_one_request_one_bound_not_two(
 ) -> None:
     """The lease waits lock_timeout and fails; the store after the app's answer used to
     wait as long again. The failed lease now skips the cache, that request's store too."""
-    from _helpers import Child
+    from _helpers import locked
 
     await cache.set("made", 1)  # the shards exist; another process locks them all
     files = [str(path) for path in sorted(cache_dir.glob("shard-*.db"))]
     origin = Origin(Reply(headers=[PUBLIC], chunks=[b"from the app"]))
     _, http = cached(origin, cache, lock_timeout=1.5)
     async with http:
-        with Child("lock", *files) as locker:
-            locker.expect("locked")
-            try:
-                # One bound (1.5 s) and some slack; two bounds would be 3 s.
-                response = await asyncio.wait_for(http.get("/a"), 2.6)
-            finally:
-                locker.send("release")
-                locker.expect("released")
-                locker.finish()
+        with locked(*files):
+            # One bound (1.5 s) and some slack; two bounds would be 3 s.
+            response = await asyncio.wait_for(http.get("/a"), 2.6)
     assert (response.status_code, response.content) == (200, b"from the app")
