@@ -408,8 +408,9 @@ class CachedFunction(Generic[P, R]):
             try:
                 await open_within(cache, self._lock_timeout)
             except Exception as exc:  # TimeoutError included
+                call = functools.partial(self._func, *args, **kwargs)
                 return await cache_down(  # type: ignore[no-any-return]
-                    cache, exc, key, functools.partial(self._func, *args, **kwargs)
+                    cache, exc, key, call, self._lock_timeout
                 )
         if self._early is None and hit is NOT_NOW:
             if types is not None:

@@ -181,16 +181,17 @@ async def get_or_compute(
     if not opened(backend):
         # An open waits for a shard another process is creating (up to 30 s): no longer
         # than lock_timeout here, then it is a cache failure like any other.
+        limit = check_lock_timeout(lock_timeout)
         try:
-            await open_within(backend, check_lock_timeout(lock_timeout))
+            await open_within(backend, limit)
         except TimeoutError as exc:
             if not fail_open:
                 raise CacheTimeoutError(str(exc)) from exc
-            return await cache_down(backend, exc, key, factory)
+            return await cache_down(backend, exc, key, factory, limit)
         except CacheError as exc:
             if not fail_open:
                 raise
-            return await cache_down(backend, exc, key, factory)
+            return await cache_down(backend, exc, key, factory, limit)
     if early_refresh is None:
         # The hit path, first and lean: a fresh entry needs no job, flight or lease.
         try:
@@ -443,12 +444,17 @@ async def _fill(job: _Job, *, background: bool, seen: float | None, cache_ok: bo
 
 
 async def cache_down(
-    backend: CacheBackend, exc: Exception, key: Key, factory: Callable[[], Awaitable[Any]]
+    backend: CacheBackend,
+    exc: Exception,
+    key: Key,
+    factory: Callable[[], Awaitable[Any]],
+    lock_timeout: float,
 ) -> Any:
     """The cache could not even be opened: one computation per key in this process all the
     same, nothing read or stored (fail open)."""
     _warn_once("open", exc, backend)
-    job = _Job(backend, key, encode_key(key), factory, None, None, 0, 30.0, None, True, None)
+    kb = encode_key(key)
+    job = _Job(backend, key, kb, factory, None, None, 0, lock_timeout, None, True, None)
     return await _wait(job, cache_ok=False)
 
 
