@@ -122,6 +122,15 @@ class TestQualifiedFormsRfc9111Sections5_2_2_4And5_2_2_7:
         assert parse_cache_control(b'no-cache=" , "').no_cache is True
 
 
+class TestRequestNoCacheRfc9111Section5_2_1_4:
+    @pytest.mark.parametrize("value", ['no-cache="x"', "no-cache=1", "no-cache=a, max-age=5"])
+    def test_a_request_no_cache_with_an_argument_is_still_no_cache(self, value: str) -> None:
+        """§5.2.1.4 gives a request's no-cache no argument: one sent anyway is read the
+        restrictive way (revalidate), not as a response's field list (ignored)."""
+        parsed = request_cache_control(hdrs(f"Cache-Control: {value}"))
+        assert parsed.no_cache is True and parsed.no_cache_fields == ()
+
+
 class TestRequestPragmaRfc9111Section5_4:
     def test_pragma_no_cache_alone_means_no_cache(self) -> None:
         """RFC 9111 §5.4 (RFC 7234 §5.4): Pragma: no-cache without Cache-Control."""

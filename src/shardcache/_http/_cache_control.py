@@ -187,10 +187,17 @@ def request_cache_control(headers: RawHeaders) -> CacheControl:
 
     >>> request_cache_control([(b"pragma", b"no-cache")]).no_cache
     True
+    >>> request_cache_control([(b"cache-control", b'no-cache="x"')]).no_cache
+    True
     """
     values = header_values(headers, b"cache-control")
     if values:
-        return parse_cache_control(*values)
+        parsed = parse_cache_control(*values)
+        if parsed.no_cache_fields and not parsed.no_cache:
+            # §5.2.1.4: a request's no-cache takes no argument. One given one anyway is
+            # still a no-cache (the restrictive reading), not a response's field list.
+            parsed = msgspec.structs.replace(parsed, no_cache=True, no_cache_fields=())
+        return parsed
     if any(member.lower() == b"no-cache" for member in header_members(headers, b"pragma")):
         return _NO_CACHE
     return _EMPTY
