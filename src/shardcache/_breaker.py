@@ -29,7 +29,7 @@ def opened(cache: Any) -> bool:
 async def open_within(cache: Any, limit: float) -> None:
     """Open ``cache`` (an ``AsyncCache`` not open yet), waiting ``limit`` seconds at most.
 
-    Raises ``TimeoutError`` after that; the open goes on for the next callers.
+    Raises ``CacheTimeoutError`` after that; the open goes on for the next callers.
     """
     ensure_open = getattr(cache, "_ensure_open", None)
     if ensure_open is not None:

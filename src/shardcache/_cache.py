@@ -31,7 +31,7 @@ from ._cache_admin import _CHUNK, _fetch, _gated, _WholeCache
 from ._cache_atomic import _AtomicOps
 from ._cache_life import _NEW, _OPEN, _Lifecycle
 from ._codec import Codec, Compressor, InvalidSignature, Serializer, TypeMismatch
-from ._errors import SerializationError
+from ._errors import SerializationError, observed
 from ._executor import Executor
 from ._keys import encode_key
 from ._near import IMMUTABLE
@@ -550,7 +550,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
         executor = self._executor
         if executor is not None:
             future = executor.submit(_crc32(kb) % self._n, ops.op_release, (kb, owner))
-            future.add_done_callback(_observed)  # best effort: the lease expires anyway
+            future.add_done_callback(observed)  # best effort: the lease expires anyway
 
     async def _executor_write_direct(
         self, index: int, fn: Callable[..., Any], args: tuple[Any, ...], direct: bool = True
@@ -621,11 +621,6 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
             raise self._closed_error()
         futures = [executor.submit(i, fn, args) for i in range(self._n)]
         return sum(await _gather_all(futures))
-
-
-def _observed(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()  # retrieved: no "never retrieved" warning
 
 
 async def _gather_all(futures: list[asyncio.Future[Any]]) -> list[Any]:

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import _ops as ops
-from ._errors import CacheTimeoutError
 from ._keys import encode_key
 from ._options import check_lock_timeout, expire_at
 from ._stampede import _flights, get_or_compute, supersede
@@ -150,10 +149,7 @@ class _AtomicOps:
             # longer than lock_timeout here. The key is checked first: a bad one raises
             # before the directory is created.
             encode_key(key)
-            try:
-                await self._ensure_open(check_lock_timeout(lock_timeout))
-            except TimeoutError as exc:
-                raise CacheTimeoutError(str(exc)) from exc
+            await self._ensure_open(check_lock_timeout(lock_timeout))
         # The hit first, through get(): it counts the hit or miss in stats() (as @acached
         # does); get_or_compute reads entries without counting, stale ones included.
         hit = await self.get(key, MISS)

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _ops as ops
-from ._errors import CacheClosedError, CacheError, ConfigurationError
+from ._errors import (
+    CacheClosedError,
+    CacheError,
+    CacheTimeoutError,
+    ConfigurationError,
+    observed,
+)
 from ._executor import Executor
 from ._owner import LoopOwner
 from ._shard import Shard
@@ -57,12 +63,6 @@ def _drain_at_exit() -> None:
                 cache._executor.stop()
 
 
-def _retrieve(future: asyncio.Future[None]) -> None:
-    """Mark a failed open's exception as seen: every caller may have given up on it."""
-    if not future.cancelled():
-        future.exception()
-
-
 class _Lifecycle:
     """Opening and closing an ``AsyncCache``."""
 
@@ -88,8 +88,8 @@ class _Lifecycle:
         def _own_counts(self) -> dict[str, int]: ...
 
     async def _ensure_open(self, timeout: float | None = None) -> None:
-        """Open the cache if needed; ``TimeoutError`` after ``timeout`` seconds (the open
-        goes on for the other callers)."""
+        """Open the cache if needed; ``CacheTimeoutError`` after ``timeout`` seconds (the
+        open goes on for the other callers)."""
         if self._state is _CLOSED:
             raise CacheClosedError(f"the cache at {self.directory} is closed")
         loop = asyncio.get_running_loop()
@@ -99,7 +99,7 @@ class _Lifecycle:
             # queued behind a failing open (a shard locked for 30 s) would each retry it in
             # turn, and the last would wait for all of them.
             opening = self._opening = loop.run_in_executor(None, self._open_sync)
-            opening.add_done_callback(_retrieve)
+            opening.add_done_callback(observed)
         # Each caller waits on a future of its own: one that gives up (a timeout, a
         # cancelled request) leaves the open running for the others, and the callers
         # resume in the order they came (a call begun before a delete registers its
@@ -119,7 +119,7 @@ class _Lifecycle:
             if timer is not None:
                 timer.cancel()
         if not opening.done():
-            raise TimeoutError(f"the cache at {self.directory} did not open in {timeout} s")
+            raise CacheTimeoutError(f"the cache at {self.directory} did not open in {timeout} s")
         opening.result()  # the open's own error, if it failed
 
     def _open_sync(self) -> None:

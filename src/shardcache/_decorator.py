@@ -407,7 +407,7 @@ class CachedFunction(Generic[P, R]):
             # longer than lock_timeout here, then the cache is down (fail open).
             try:
                 await open_within(cache, self._lock_timeout)
-            except Exception as exc:  # TimeoutError included
+            except Exception as exc:  # CacheTimeoutError included
                 call = functools.partial(self._func, *args, **kwargs)
                 return await cache_down(  # type: ignore[no-any-return]
                     cache, exc, key, call, self._lock_timeout

@@ -15,6 +15,11 @@ SQLite's own exceptions never reach a caller bare: they are wrapped and kept as 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
+
 __all__ = [
     "CacheClosedError",
     "CacheCorruptError",
@@ -22,6 +27,7 @@ __all__ = [
     "CacheTimeoutError",
     "ConfigurationError",
     "SerializationError",
+    "observed",
 ]
 
 
@@ -54,3 +60,11 @@ class ConfigurationError(CacheError, ValueError):
 
 class CacheTimeoutError(CacheError, TimeoutError):
     """A bounded wait (a lock, a lease, a busy database) ran out."""
+
+
+def observed(future: asyncio.Future[Any]) -> None:
+    """A done-callback marking a future's exception as retrieved: whoever awaited it has
+    reported it, and one nobody awaits (all gave up, or it runs on in the background)
+    logs no "exception was never retrieved"."""
+    if not future.cancelled():
+        future.exception()

@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from ._breaker import open_within, opened
-from ._errors import CacheError, CacheTimeoutError, ConfigurationError
+from ._errors import CacheError, CacheTimeoutError, ConfigurationError, observed
 from ._keys import encode_key
 from ._options import check_lock_timeout
 from ._types import DEFAULT, MISSING, TTL, CacheBackend, Entry, Key
@@ -184,11 +184,7 @@ async def get_or_compute(
         limit = check_lock_timeout(lock_timeout)
         try:
             await open_within(backend, limit)
-        except TimeoutError as exc:
-            if not fail_open:
-                raise CacheTimeoutError(str(exc)) from exc
-            return await cache_down(backend, exc, key, factory, limit)
-        except CacheError as exc:
+        except CacheError as exc:  # CacheTimeoutError included
             if not fail_open:
                 raise
             return await cache_down(backend, exc, key, factory, limit)
@@ -503,7 +499,7 @@ async def _bounded(job: _Job, write: Awaitable[Any], what: str) -> Any:
     future = asyncio.ensure_future(write)
     _cleanups.add(future)
     future.add_done_callback(_cleanups.discard)
-    future.add_done_callback(_observed)
+    future.add_done_callback(observed)
     done, _ = await asyncio.wait((future,), timeout=job.lock_timeout)
     if not done:
         raise CacheTimeoutError(
@@ -511,11 +507,6 @@ async def _bounded(job: _Job, write: Awaitable[Any], what: str) -> Any:
             f"{job.lock_timeout}s (the shard stayed locked); it goes on in the background"
         )
     return future.result()
-
-
-def _observed(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()  # retrieved (and reported by whoever awaited it)
 
 
 async def _release(job: _Job, owner: str) -> None:
