@@ -35,6 +35,7 @@ from ._owner import LoopOwner
 from ._shard import WAL_LIMIT, Op, Shard
 
 _monotonic = time.monotonic
+_get_ident = threading.get_ident
 
 __all__ = ["Executor"]
 
@@ -404,7 +405,8 @@ class Executor:
             busy and self.syncer is not None
         )
         # Another thread's loop uses the direct connections: this one's go to the writer.
-        direct = direct and self.owner.mine()
+        owner = self.owner
+        direct = direct and (_get_ident() == owner.ident or owner.mine())
         flushing: dict[Shard, list[Op]] = {}
         for index, shard_ops in by_shard.items():
             worker = self._route[index]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from types import TracebackType
 from typing import Final
 
@@ -31,27 +30,35 @@ class _Gate:
     """Entered around SQLite work by any number of threads at once; closed by a fork.
 
     Re-entrant per thread (a check that reopens a shard is inside twice): only the
-    outermost entry counts, so a fork never waits for a thread that waits for it.
+    outermost entry counts, so a fork never waits for a thread that waits for it. The
+    way in is one plain lock held for a counter update: it is on every transaction.
     """
 
     def __init__(self) -> None:
         self._reset()
 
     def _reset(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._inside = 0
         self._forking = False
+        self._own = 0  # the forking thread's own entry, if it is inside
+        self._reopened = threading.Event()
+        self._reopened.set()
+        self._drained = threading.Event()
         self._depth = threading.local()
 
     def __enter__(self) -> None:
-        depth: int = getattr(self._depth, "n", 0)
-        self._depth.n = depth + 1
+        local = self._depth
+        depth: int = getattr(local, "n", 0)
+        local.n = depth + 1
         if depth:
             return
-        with self._cond:
-            while self._forking:
-                self._cond.wait()
-            self._inside += 1
+        while True:
+            with self._lock:
+                if not self._forking:
+                    self._inside += 1
+                    return
+            self._reopened.wait()  # a fork is under way: enter after it
 
     def __exit__(
         self,
@@ -59,30 +66,34 @@ class _Gate:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        depth: int = self._depth.n - 1
-        self._depth.n = depth
+        local = self._depth
+        depth: int = local.n - 1
+        local.n = depth
         if depth:
             return
-        with self._cond:
+        with self._lock:
             self._inside -= 1
-            if not self._inside:
-                self._cond.notify_all()
+            if self._forking and self._inside <= self._own:
+                self._drained.set()
 
     def before_fork(self) -> None:
-        deadline = time.monotonic() + _WAIT
         own = 1 if getattr(self._depth, "n", 0) else 0  # never wait for this thread itself
-        with self._cond:
+        with self._lock:
             self._forking = True
-            while self._inside > own and (left := deadline - time.monotonic()) > 0:
-                self._cond.wait(left)
+            self._own = own
+            self._reopened.clear()
+            self._drained.clear()
+            if self._inside <= own:
+                self._drained.set()
+        self._drained.wait(_WAIT)
 
     def after_fork_in_parent(self) -> None:
-        with self._cond:
+        with self._lock:
             self._forking = False
-            self._cond.notify_all()
+        self._reopened.set()
 
     def after_fork_in_child(self) -> None:
-        # Only the forking thread lives on: nobody is inside, and the lock may have been
+        # Only the forking thread lives on: nobody is inside, and a lock may have been
         # copied while another thread held it.
         self._reset()
 
