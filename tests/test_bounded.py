@@ -213,6 +213,37 @@ async def test_a_shard_of_large_values_is_not_emptied_by_one_overflow(
     assert await cache.count() >= 9
 
 
+@pytest.mark.parametrize("eviction", POLICIES)
+async def test_a_value_larger_than_the_shard_share_is_kept_until_the_next_write(
+    make_cache: MakeCache, tmp_path: Path, eviction: str
+) -> None:
+    unit = await unit_size(make_cache, tmp_path)
+    cache = make_cache(shards=1, size_limit=10 * unit, eviction=eviction)
+    for i in range(10):
+        await cache.set(k(i), VALUE)
+    big = b"B" * (12 * unit)  # more than the whole share, inline (under min_file_size)
+    await cache.set("big", big)
+    # Acknowledged, so readable: what it displaced is gone, not the write itself.
+    assert await cache.get("big") == big
+    # The shard is over its share until its next write, which culls again.
+    await cache.set(k(10), VALUE)
+    assert await cache.volume() <= 10 * unit
+    assert await cache.get(k(10)) == VALUE
+
+
+async def test_a_batch_never_evicts_its_own_writes(make_cache: MakeCache, tmp_path: Path) -> None:
+    unit = await unit_size(make_cache, tmp_path)
+    cache = make_cache(shards=1, size_limit=10 * unit, eviction="least-frequently-used")
+    await cache.set_many({k(i): VALUE for i in range(10)})
+    for _ in range(2):
+        for i in range(10):
+            assert await cache.get(k(i)) == VALUE  # all read: a newcomer ranks first
+    await flush_access(cache)
+    await cache.set(k(10), VALUE)
+    assert await cache.get(k(10)) == VALUE  # an LFU newcomer survives its own write
+    assert await cache.volume() <= 10 * unit
+
+
 # -- policies ------------------------------------------------------------------------------
 # The scenario shared by the policy tests: 48 entries in three groups of 16, stored in order
 # G1, G2, G3; then G2 is read 3 times (at T1); then G1 is read 3 times and G3 once (at T2 >

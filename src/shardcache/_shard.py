@@ -628,29 +628,47 @@ class Shard(_NearCache):
         assert self.cull_sql is not None
         budget = 256 + 4 * len(batch.keys)
         expired = cur.execute(sql.EXPIRED_VICTIMS, (batch.now, budget)).fetchall()
-        excess, taken = self._drop(cur, batch, expired, excess)
+        excess, taken, _ = self._drop(cur, batch, expired, excess)
         self.expirations += taken
         budget -= taken
+        # What this batch wrote is never its own victim: a value larger than the shard's
+        # share is kept (as diskcache keeps one) rather than acknowledged and dropped, and
+        # an LFU newcomer lives until the next write. The kept rows stay at the head of the
+        # policy's order, so each query skips past them.
+        own = frozenset(batch.keys)
+        kept = 0
         while excess > 0 and budget > 0:
-            victims = cur.execute(self.cull_sql, (min(budget, 16),)).fetchall()
+            victims = cur.execute(self.cull_sql, (min(budget, 16), kept)).fetchall()
             if not victims:
                 break
-            excess, taken = self._drop(cur, batch, victims, excess)
+            excess, taken, skipped = self._drop(cur, batch, victims, excess, own)
             self.evictions += taken
-            budget -= taken
+            budget -= taken + skipped
+            kept += skipped
 
     def _drop(
-        self, cur: sqlite3.Cursor, batch: _Batch, victims: list[Any], excess: int
-    ) -> tuple[int, int]:
+        self,
+        cur: sqlite3.Cursor,
+        batch: _Batch,
+        victims: list[Any],
+        excess: int,
+        own: frozenset[bytes] = frozenset(),
+    ) -> tuple[int, int, int]:
+        """Delete victims in order until ``excess`` bytes are gone, skipping ``own``; the
+        bytes still in excess, the rows deleted, the rows skipped."""
         chosen = []
+        skipped = 0
         for key, size in victims:
             if excess <= 0:
                 break
+            if key in own:
+                skipped += 1
+                continue
             chosen.append((key,))
             excess -= size
         cur.executemany(sql.DELETE_KEY, chosen)
         batch.keys.extend(key for (key,) in chosen)
-        return excess, len(chosen)
+        return excess, len(chosen), skipped
 
     def _empty_trash(self, conn: sqlite3.Connection) -> None:
         """Unlink files whose rows are gone, now that the deletion is committed."""

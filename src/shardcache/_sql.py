@@ -190,5 +190,6 @@ def policy_index_sql(order: str, name: str) -> str:
 
 
 def cull_sql(order: str) -> str:
-    """Up to ``?`` eviction candidates (key, size) in the policy's order."""
-    return f"SELECT key, size FROM entries ORDER BY {order} LIMIT ?"
+    """Up to ``?`` eviction candidates (key, size) in the policy's order, after skipping
+    the first ``?`` (the batch's own writes, which stay)."""
+    return f"SELECT key, size FROM entries ORDER BY {order} LIMIT ? OFFSET ?"
