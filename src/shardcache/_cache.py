@@ -51,6 +51,10 @@ C = TypeVar("C", bound="AsyncCache")  # a subclass, for ``async with``
 _time = time.time
 _crc32 = zlib.crc32
 _get_ident = threading.get_ident
+# What the fast msgpack decode raises for bytes it cannot read: the codec then decides
+# (a miss for undecodable bytes). RecursionError too: a value nested deeper than the stack
+# left at this call, or planted bytes that nest without end.
+_UNDECODABLE = (msgspec.DecodeError, RecursionError, TypeError, ValueError)
 _OFFLOAD: Final = object()  # "this read must go to a thread"
 _ACCESS_FLUSH = 4096  # buffered LRU/LFU accesses that force a flush without a write
 
@@ -253,7 +257,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
         if fmt == 0 and type is None and self._fast:
             try:
                 return self._fast_decode(blob)
-            except (msgspec.DecodeError, TypeError, ValueError):
+            except _UNDECODABLE:
                 pass  # let the codec decide what this is
         try:
             return self._codec.decode(blob, fmt, kb, type)
@@ -368,7 +372,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
                     if row[1] == 0 and self._fast:
                         try:
                             value = self._fast_decode(row[0])
-                        except (msgspec.DecodeError, TypeError, ValueError):
+                        except _UNDECODABLE:
                             value = self._value(shard, kb, row, type)
                     else:
                         value = self._value(shard, kb, row, type)
@@ -430,7 +434,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
         if row[1] == 0 and row[3] is None and type is None and self._fast:
             try:
                 return Entry(self._fast_decode(row[0]), expire, row[5])
-            except (msgspec.DecodeError, TypeError, ValueError):
+            except _UNDECODABLE:
                 pass
         value = await self._decode(shard, kb, row, type)
         if value is MISS:

@@ -146,6 +146,9 @@ class _Lifecycle:
                 raise CacheError(f"cannot create cache directory {directory}: {exc}") from exc
             if not directory.is_dir():
                 raise CacheError(f"cache directory {directory} exists and is not a directory")
+            if values.is_symlink():
+                # Value files are unlinked by name: through a link, in another directory.
+                raise CacheError(f"{values} is a symbolic link: value files stay in the cache")
             if not os.access(directory, os.W_OK | os.X_OK):
                 raise CacheError(f"cache directory {directory} is not writable")
             self._check_layout(directory)

@@ -65,7 +65,7 @@ def _check_one(shard: Shard, conn: sqlite3.Connection, fix: bool, report: CheckR
         # Files of rows already dropped, that their writer unlinks after its commit.
         known.update(name for (name,) in conn.execute("SELECT file FROM trash"))
         for key, name in rows:
-            if not (shard.values_dir / name).exists():
+            if not shard.owns_file(name) or not (shard.values_dir / name).exists():
                 report.problems.append(f"{shard.path}: value file {name} is missing")
                 if fix:
                     conn.execute("DELETE FROM entries WHERE key = ?", (key,))

@@ -67,6 +67,8 @@ _SWEEP_MIN = 256
 SLOW_READ = 0.001
 SLOW_READ_BACKOFF = 1.0
 _VALUE_FILE = re.compile(r"\d{3}-[0-9a-f]{32}\.val")
+# A value file is opened without following a symbolic link (where the platform can).
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 WAL_LIMIT = 4 * 2**20  # bytes of WAL past which the checkpointer restarts the log
 _FULL_BELOW = 2**16  # free bytes under which a failed open or write is put down to a full disk
 _SLOW_READS = 3  # slow reads within SLOW_READ_BACKOFF seconds that trigger the guard
@@ -151,6 +153,7 @@ class Shard(_NearCache):
         self.durability = durability
         self.limit = limit
         self.values_dir = values_dir
+        self._file_prefix = f"{index:03d}-"
         self.on_corrupt = on_corrupt
         policy = sql.EVICTION[eviction]
         self.cull_sql = sql.cull_sql(policy[0]) if policy else None
@@ -473,15 +476,29 @@ class Shard(_NearCache):
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from exc
 
+    def owns_file(self, name: str) -> bool:
+        """Whether ``name`` is a value file this shard writes. A planted name ("../x",
+        "/etc/passwd", another shard's file) is never opened or unlinked."""
+        return name.startswith(self._file_prefix) and _VALUE_FILE.fullmatch(name) is not None
+
     def read_file(self, name: str) -> bytes | None:
         """The bytes of a value file, or None when it is gone (a miss, repaired later)."""
-        if not _VALUE_FILE.fullmatch(name):
-            return None  # a planted name ("../x", "/etc/passwd") never leaves values/
+        if not self.owns_file(name):
+            return None
+        path = self.values_dir / name
         try:
-            with open(self.values_dir / name, "rb") as fh:
-                return fh.read()
+            fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return None  # a symbolic link planted under a valid name: never ours
+            raise CacheError(f"cannot read value file {path}: {exc}") from exc
+        try:
+            with open(fd, "rb") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise CacheError(f"cannot read value file {path}: {exc}") from exc
 
     # -- writes (run inside run_batch's transaction) -------------------------------------
     def run_batch(self, conn: sqlite3.Connection, ops: list[Op], *, requeue_busy: bool) -> bool:
@@ -681,7 +698,7 @@ class Shard(_NearCache):
         if not rows:
             return
         for _rowid, name in rows:
-            if _VALUE_FILE.fullmatch(name):
+            if self.owns_file(name):
                 with contextlib.suppress(OSError):
                     (self.values_dir / name).unlink()
         # By (rowid, file): rowids of an emptied table are reused, and another process may

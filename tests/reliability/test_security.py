@@ -346,3 +346,86 @@ async def test_planted_file_name_never_leaves_the_cache_directory(tmp_path: Path
     if not canary.exists():
         problems.append("an overwrite deleted a file outside the cache directory")
     assert not problems, problems
+
+
+async def test_a_symlinked_value_file_is_not_followed(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    canary = tmp_path / "canary"  # outside the cache, readable by the cache's user
+    canary.write_bytes(msgspec.msgpack.encode({"db_password": "hunter2"}))
+    async with AsyncCache(directory, **OPTIONS) as cache:
+        await cache.set("k", b"v" * 4096)
+    with rows(directory) as conn:
+        ((name,),) = conn.execute("SELECT file FROM entries").fetchall()
+    link = directory / "values" / name  # a valid name, pointing out of the cache
+    link.unlink()
+    link.symlink_to(canary)
+    async with AsyncCache(directory, **OPTIONS) as cache:
+        assert await cache.get("k", "miss") == "miss"
+        assert await cache.get_many(["k"]) == {}
+        await cache.set("k", "replaced")
+        await cache.delete("k")
+    assert canary.read_bytes() == msgspec.msgpack.encode({"db_password": "hunter2"})
+
+
+async def test_a_symlinked_values_directory_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = elsewhere / "000-0123456789abcdef0123456789abcdef.val"
+    victim.write_bytes(b"someone else's")
+    async with AsyncCache(directory, **OPTIONS) as cache:
+        await cache.set("k", 1)
+    (directory / "values").rmdir()
+    (directory / "values").symlink_to(elsewhere)
+    with pytest.raises(CacheError, match="symbolic link"):
+        async with AsyncCache(directory, **OPTIONS, on_corrupt="reset") as cache:
+            await cache.get("k")
+    assert victim.read_bytes() == b"someone else's"
+
+
+async def test_a_row_naming_another_shards_file_does_not_destroy_it(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    options = {**OPTIONS, "shards": 2}
+    async with AsyncCache(directory, **options) as cache:
+        big = {key: key.encode() * 2000 for key in ("a", "b", "c", "d", "e", "f")}
+        await cache.set_many(big)
+    files: dict[int, list[tuple[bytes, str]]] = {}
+    for index in (0, 1):
+        db = sqlite3.connect(directory / f"shard-{index:03d}.db", isolation_level=None)
+        files[index] = db.execute("SELECT key, file FROM entries").fetchall()
+        db.close()
+    assert files[0] and files[1], "the keys did not spread over both shards"
+    with rows(directory) as conn:  # shard 0's first row now names a file of shard 1
+        conn.execute("UPDATE entries SET file = ? WHERE key = ?", (files[1][0][1], files[0][0][0]))
+    async with AsyncCache(directory, **options) as cache:
+        victim = msgspec.msgpack.decode(files[1][0][0])
+        planted = msgspec.msgpack.decode(files[0][0][0])
+        assert await cache.get(planted, "miss") == "miss"
+        await cache.delete(planted)
+        assert await cache.get(victim) == big[victim]
+
+
+async def test_an_unreadable_value_file_is_a_cache_error(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    async with AsyncCache(directory, **OPTIONS) as cache:
+        await cache.set("k", b"v" * 4096)
+    with rows(directory) as conn:
+        ((name,),) = conn.execute("SELECT file FROM entries").fetchall()
+    path = directory / "values" / name
+    path.unlink()
+    path.mkdir()  # in the way: reading it fails with EISDIR, not "gone"
+    async with AsyncCache(directory, **OPTIONS) as cache:
+        with pytest.raises(CacheError, match="cannot read value file"):
+            await cache.get("k")
+        with pytest.raises(CacheError, match="cannot read value file"):
+            await cache.get_many(["k"])
+
+
+async def test_planted_endless_nesting_reads_as_a_miss(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    async with AsyncCache(directory, **OPTIONS) as cache:
+        await cache.set("k", 1)
+    plant(directory, b"\x91" * 200_000 + b"\xc0", FMT_MSGPACK)  # arrays nested 200k deep
+    async with AsyncCache(directory, **OPTIONS) as cache:
+        assert await every_read(cache, "k") == ["miss"] * 3
+        assert await cache.pop("k", "miss") == "miss"
