@@ -310,6 +310,7 @@ async def test_bad_ttl_raises_configuration_error_and_writes_nothing(
         lambda: cache.set("fresh", "new", ttl=ttl),
         lambda: cache.add("fresh", "new", ttl=ttl),
         lambda: cache.set_many({"fresh": 1, "k": 2}, ttl=ttl),
+        lambda: cache.set_many({}, ttl=ttl),  # nothing to write: still a bad argument
         lambda: cache.touch("k", ttl=ttl),
         lambda: cache.set("k", "new", stale_ttl=ttl),
     ):
@@ -319,6 +320,29 @@ async def test_bad_ttl_raises_configuration_error_and_writes_nothing(
     assert await cache.get("k") == "old"
     assert await cache.ttl("k") is None
     assert not await cache.has("fresh")
+
+
+@pytest.mark.parametrize("bad", [5, "str", object()], ids=["int", "str", "object"])
+async def test_a_bad_type_argument_raises_and_keeps_the_entry(cache: AsyncCache, bad: Any) -> None:
+    await cache.set("k", 1)
+    for call in (
+        lambda: cache.get("k", "default", type=bad),  # a hit
+        lambda: cache.get("missing", "default", type=bad),  # a miss
+        lambda: cache.get_entry("k", type=bad),
+    ):
+        with pytest.raises(TypeError, match="not a type msgspec can decode into"):
+            await call()
+    assert await cache.get("k") == 1
+
+
+@pytest.mark.parametrize("one", ["abc", b"abc"])
+async def test_one_str_or_bytes_key_where_many_go_raises(cache: AsyncCache, one: Any) -> None:
+    await cache.set_many({"a": 1, "b": 2, 97: 3})  # what "abc" and b"abc" would iterate to
+    with pytest.raises(TypeError, match="iterable of keys"):
+        await cache.get_many(one)
+    with pytest.raises(TypeError, match="iterable of keys"):
+        await cache.delete_many(one)
+    assert await cache.get_many(["a", "b", 97]) == {"a": 1, "b": 2, 97: 3}
 
 
 async def test_get_or_set_bad_ttl_raises_configuration_error(cache: AsyncCache) -> None:

@@ -30,7 +30,7 @@ from . import _sql as sql
 from ._cache_admin import _CHUNK, _fetch, _gated, _WholeCache
 from ._cache_atomic import _AtomicOps
 from ._cache_life import _NEW, _OPEN, _Lifecycle
-from ._codec import Codec, Compressor, InvalidSignature, Serializer, TypeMismatch
+from ._codec import Codec, Compressor, InvalidSignature, Serializer, TypeMismatch, check_type
 from ._errors import SerializationError, observed
 from ._executor import Executor
 from ._keys import encode_key
@@ -57,6 +57,13 @@ _get_ident = threading.get_ident
 _UNDECODABLE = (msgspec.DecodeError, RecursionError, TypeError, ValueError)
 _OFFLOAD: Final = object()  # "this read must go to a thread"
 _ACCESS_FLUSH = 4096  # buffered LRU/LFU accesses that force a flush without a write
+
+
+def _check_many(name: str, keys: object) -> None:
+    """A single str or bytes key passed where an iterable of keys goes would be read as
+    its characters (or byte values): each a valid key, so nothing else would catch it."""
+    if isinstance(keys, (str, bytes, bytearray)):
+        raise TypeError(f"{name}() takes an iterable of keys, not one {type(keys).__name__}")
 
 
 class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
@@ -302,6 +309,8 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
         With ``type=``, decode into that type (Struct, dataclass, ``list[Struct]``...); a
         stored value that no longer fits counts as a miss and is deleted.
         """
+        if type is not None:
+            check_type(type)  # a bad type= raises on a miss too, not only on a hit
         if self._ready:
             kb = encode_key(key)  # _peek, inlined: one call less on every hit
             value = self._peek_at(kb, _crc32(kb) % self._n, default, type)
@@ -416,6 +425,8 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
 
     async def get_entry(self, key: Key, *, type: Any = None) -> Entry | None:
         """The value with its expiry; also an expired one still inside its ``stale_ttl``."""
+        if type is not None:
+            check_type(type)
         kb = encode_key(key)
         if not self._ready:
             await self._ensure_open()
@@ -456,6 +467,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
 
     async def get_many(self, keys: Iterable[Key]) -> dict[Any, Any]:
         """A dict of the live entries among ``keys`` (misses are absent)."""
+        _check_many("get_many", keys)
         wanted: dict[bytes, Any] = {}
         for key in keys:
             wanted[encode_key(key)] = key
@@ -584,6 +596,11 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
             )
         now = time.time()
         encoded = [self._encode(k, v, ttl, tag, 0, now) for k, v in mapping.items()]
+        if not encoded:  # nothing checked the options above: bad ones still raise
+            if ttl is not DEFAULT:
+                check_ttl(ttl)
+            if tag is not None and type(tag) is not str:
+                raise TypeError(f"tag must be a str or None, not {type(tag).__name__}")
         if not self._ready:
             await self._ensure_open()
         executor = self._executor
@@ -601,6 +618,7 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
 
     async def delete_many(self, keys: Iterable[Key]) -> int:
         """Delete every key; the number of live entries removed."""
+        _check_many("delete_many", keys)
         kbs = [encode_key(k) for k in keys]  # a bad key raises before anything is opened
         if not self._ready:
             await self._ensure_open()

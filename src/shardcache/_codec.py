@@ -148,6 +148,11 @@ _json_unpack: Callable[[Any], Any] = msgspec.json.Decoder().decode
 _TYPED: dict[tuple[int, Any], Callable[[bytes], Any]] = {}
 
 
+def check_type(tp: Any) -> None:
+    """Raise TypeError unless ``tp`` is a type msgspec can decode into (``get(type=)``)."""
+    _typed_decoder(FMT_MSGPACK, tp)
+
+
 def _typed_decoder(ser: int, tp: Any) -> Callable[[bytes], Any]:
     try:
         return _TYPED[ser, tp]
@@ -408,11 +413,13 @@ class Codec:
     def _deserialize(self, data: bytes, ser: int, tp: Any) -> Any:
         if ser == FMT_MSGPACK or ser == FMT_JSON:
             loads = _unpack if ser == FMT_MSGPACK else _json_unpack
+            # Outside the try: a bad type= is the caller's error, not an undecodable entry.
+            typed = None if tp is None else _typed_decoder(ser, tp)
             try:
-                if tp is None:
+                if typed is None:
                     return loads(data)
                 try:
-                    return _typed_decoder(ser, tp)(data)
+                    return typed(data)
                 except msgspec.ValidationError:
                     # A tuple/set/... stored as an extension, or plain values into a Struct:
                     # decode faithfully, then let msgspec convert.
