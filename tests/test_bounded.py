@@ -231,6 +231,18 @@ async def test_a_value_larger_than_the_shard_share_is_kept_until_the_next_write(
     assert await cache.get(k(10)) == VALUE
 
 
+@pytest.mark.parametrize("eviction", POLICIES)
+async def test_one_set_many_of_ten_times_the_limit_ends_under_it(
+    make_cache: MakeCache, tmp_path: Path, eviction: str
+) -> None:
+    unit = await unit_size(make_cache, tmp_path)
+    cache = make_cache(shards=2, size_limit=20 * unit, eviction=eviction)
+    await cache.set_many({k(i): VALUE for i in range(20)})
+    await cache.set_many({k(i): VALUE for i in range(100, 300)})  # 10x the limit, one call
+    assert await cache.volume() <= 20 * unit * 1.1 + unit
+    assert await cache.count() >= 2  # each shard keeps at least the batch's last write
+
+
 async def test_a_batch_never_evicts_its_own_writes(make_cache: MakeCache, tmp_path: Path) -> None:
     unit = await unit_size(make_cache, tmp_path)
     cache = make_cache(shards=1, size_limit=10 * unit, eviction="least-frequently-used")

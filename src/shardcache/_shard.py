@@ -644,24 +644,29 @@ class Shard(_NearCache):
         write pays for a scan)."""
         assert self.cull_sql is not None
         budget = 256 + 4 * len(batch.keys)
+        # What this batch wrote goes after everything else, and its last write never: a
+        # set that returned is readable (a value larger than the shard's share is kept,
+        # as diskcache keeps one, until the next write culls it), an LFU newcomer lives
+        # until the next write, and a set_many larger than the share still ends under it.
+        own, last = frozenset(batch.keys), frozenset(batch.keys[-1:])
         expired = cur.execute(sql.EXPIRED_VICTIMS, (batch.now, budget)).fetchall()
-        excess, taken, _ = self._drop(cur, batch, expired, excess)
+        excess, taken, _ = self._drop(cur, batch, expired, excess, frozenset())
         self.expirations += taken
         budget -= taken
-        # What this batch wrote is never its own victim: a value larger than the shard's
-        # share is kept (as diskcache keeps one) rather than acknowledged and dropped, and
-        # an LFU newcomer lives until the next write. The kept rows stay at the head of the
-        # policy's order, so each query skips past them.
-        own = frozenset(batch.keys)
-        kept = 0
-        while excess > 0 and budget > 0:
-            victims = cur.execute(self.cull_sql, (min(budget, 16), kept)).fetchall()
-            if not victims:
-                break
-            excess, taken, skipped = self._drop(cur, batch, victims, excess, own)
-            self.evictions += taken
-            budget -= taken + skipped
-            kept += skipped
+        for spared in (own, last):
+            # Spared rows stay at the head of the policy's order (LFU ranks a new row
+            # first): each query skips past them, with pages that grow as they do.
+            kept, page = 0, 16
+            while excess > 0 and budget > 0:
+                victims = cur.execute(self.cull_sql, (min(budget, page), kept)).fetchall()
+                if not victims:
+                    break
+                excess, taken, skipped = self._drop(cur, batch, victims, excess, spared)
+                self.evictions += taken
+                budget -= taken + skipped
+                kept += skipped
+                if skipped:
+                    page *= 2
 
     def _drop(
         self,
@@ -669,16 +674,16 @@ class Shard(_NearCache):
         batch: _Batch,
         victims: list[Any],
         excess: int,
-        own: frozenset[bytes] = frozenset(),
+        spared: frozenset[bytes],
     ) -> tuple[int, int, int]:
-        """Delete victims in order until ``excess`` bytes are gone, skipping ``own``; the
-        bytes still in excess, the rows deleted, the rows skipped."""
+        """Delete victims in order until ``excess`` bytes are gone, skipping ``spared``;
+        the bytes still in excess, the rows deleted, the rows skipped."""
         chosen = []
         skipped = 0
         for key, size in victims:
             if excess <= 0:
                 break
-            if key in own:
+            if key in spared:
                 skipped += 1
                 continue
             chosen.append((key,))
