@@ -243,7 +243,9 @@ async def test_one_set_many_of_ten_times_the_limit_ends_under_it(
     assert await cache.count() >= 2  # each shard keeps at least the batch's last write
 
 
-async def test_a_batch_never_evicts_its_own_writes(make_cache: MakeCache, tmp_path: Path) -> None:
+async def test_an_lfu_newcomer_survives_its_own_write(
+    make_cache: MakeCache, tmp_path: Path
+) -> None:
     unit = await unit_size(make_cache, tmp_path)
     cache = make_cache(shards=1, size_limit=10 * unit, eviction="least-frequently-used")
     await cache.set_many({k(i): VALUE for i in range(10)})
