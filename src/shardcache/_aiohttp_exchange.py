@@ -51,6 +51,7 @@ from ._http import (
     not_modified,
     not_modified_headers,
     primary_key_url,
+    redirect_ttl,
     serve_headers,
     storage_ttl,
     unconditional_headers,
@@ -446,14 +447,21 @@ class HttpCache:
         ttl = storage_ttl(stored, call.policy, now=received, revalidate=True)
         if ttl is not None and ttl <= 0:
             return None
+        # The final response lives under the final URL; the requested URL, when the
+        # redirects led elsewhere, becomes an alias of it for as long as every redirect
+        # on the way may be reused (a no-store, Set-Cookie or 302 redirect: not at all).
+        alias_ttl = ttl
+        for hop in response.history:
+            hop_ttl = redirect_ttl(hop.status, hop.raw_headers, call.raw, call.policy, now=received)
+            if hop_ttl is not None and (alias_ttl is None or hop_ttl < alias_ttl):
+                alias_ttl = hop_ttl
+        aliases = (call.key,) if alias_ttl is None or alias_ttl > 0 else ()
         try:
-            # The final response lives under the final URL; the requested URL, when the
-            # redirects led elsewhere, becomes an alias of it.
             where = _final_key(call, response)
             # Bounded like a wait for another caller: a locked shard must not hold the
             # response past lock_timeout or the request's own timeout.
             await asyncio.wait_for(
-                store(self.cache, where, stored, ttl=ttl, aliases=(call.key,)),
+                store(self.cache, where, stored, ttl=ttl, aliases=aliases, alias_ttl=alias_ttl),
                 self._wait_limit(call),
             )
         except Exception as exc:  # any backend's failure: fail open

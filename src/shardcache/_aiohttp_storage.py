@@ -95,10 +95,12 @@ async def store(
     *,
     ttl: float | None,
     aliases: Iterable[str] = (),
+    alias_ttl: float | None = None,
 ) -> None:
     """Store ``stored`` at ``primary`` (with its ``Vary`` layout) and point ``aliases`` at it.
 
-    ``ttl`` is how long the cache keeps the entry (``storage_ttl``), not its freshness.
+    ``ttl`` is how long the cache keeps the entry (``storage_ttl``), not its freshness;
+    ``alias_ttl`` how long the aliases last (the redirects' own, ``redirect_ttl``).
     """
     names = vary_names(stored.headers)
     if names:
@@ -109,7 +111,7 @@ async def store(
         await cache.set(primary, stored, ttl=ttl)
     for alias in aliases:
         if alias != primary:
-            await cache.set(alias, primary, ttl=ttl)
+            await cache.set(alias, primary, ttl=alias_ttl)
 
 
 async def invalidate(cache: CacheBackend, primaries: Iterable[str]) -> None:

@@ -233,6 +233,8 @@ with warnings.catch_warnings():
             self, method: str, str_or_url: StrOrURL, **kwargs: Any
         ) -> aiohttp.ClientResponse:
             method = method.upper()
+            if self.closed:  # as aiohttp does, even for an answer the cache holds
+                raise RuntimeError("Session is closed")
             call = self._sc_prepare(method, str_or_url, kwargs)
             if call is not None:
                 return await self._sc_http.request(call)

@@ -182,7 +182,7 @@ async def test_head_redirects_store_the_final_head_response_under_both_urls(
 ) -> None:
     @origin.route("/old")
     async def old(request: web.Request) -> web.Response:
-        raise web.HTTPFound("/new")
+        raise web.HTTPMovedPermanently("/new")  # reusable; a bare 302 is not (below)
 
     counting(origin, "/new")
     session = make_session()

@@ -23,7 +23,8 @@ Exported names:
   ``SAFE_METHODS``, ``ORIGIN_ERROR_STATUSES``, ``RawHeaders``, ``HeaderList``
 * decisions: :func:`decide_request`, :func:`decide_store`, :func:`decide_reuse`,
   :func:`build_stored_response`, :func:`storable_headers`, :func:`serve_headers`,
-  :func:`invalidation_keys`, :func:`request_has_credentials`, :func:`cookie_shareable`
+  :func:`invalidation_keys`, :func:`request_has_credentials`, :func:`cookie_shareable`,
+  :func:`redirect_ttl`
 * the hot path: :class:`ReusePlan`, :func:`reuse_plan`, :func:`plain_request`,
   ``REQUEST_RULE_FIELDS`` (a stored
   response's reuse worked out once: fresh for a request that carries none of the fields
@@ -118,6 +119,7 @@ from ._policy import (
     decide_request,
     decide_reuse,
     decide_store,
+    redirect_ttl,
     request_has_credentials,
     serve_headers,
     storable_headers,
@@ -184,6 +186,7 @@ __all__ = [
     "plain_request",
     "primary_key_asgi",
     "primary_key_url",
+    "redirect_ttl",
     "request_cache_control",
     "request_has_credentials",
     "reuse_plan",

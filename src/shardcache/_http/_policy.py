@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Final
 
 from ._cache_control import CacheControl, request_cache_control, response_cache_control
-from ._freshness import age_header_value, is_fresh, is_stale_usable
+from ._freshness import age_header_value, is_fresh, is_stale_usable, storage_ttl
 from ._headers import (
     HeaderList,
     RawHeaders,
@@ -43,6 +43,7 @@ __all__ = [
     "decide_request",
     "decide_reuse",
     "decide_store",
+    "redirect_ttl",
     "request_has_credentials",
     "serve_headers",
     "storable_headers",
@@ -294,6 +295,41 @@ def build_stored_response(
         response_time=response_time,
         vary=vary_values(vary_names(headers), request_headers),
     )
+
+
+def redirect_ttl(
+    status: int,
+    headers: RawHeaders,
+    request_headers: RawHeaders,
+    policy: CachePolicy,
+    *,
+    now: float,
+) -> float | None:
+    """Seconds a followed redirect may stand in for its target: ``None`` = until evicted,
+    ``<= 0`` = not at all. A client that stores the final response under the requested URL
+    reuses the redirect too, so the redirect must be storable itself (RFC 9111 §3: not
+    ``no-store``, no ``Set-Cookie`` the cache would keep, a status in
+    ``cacheable_statuses``, so a 302 or 307 is never reused by default) and it lasts only
+    as long as its own freshness (§4.2; it has no body to revalidate).
+
+    >>> private = CachePolicy(shared=False, default_ttl=None)  # the aiohttp session's
+    >>> redirect_ttl(301, [(b"location", b"/b")], [], private, now=0.0) is None
+    True
+    >>> redirect_ttl(302, [(b"location", b"/b")], [], private, now=0.0)
+    0.0
+    """
+    if not decide_store("GET", request_headers, status, headers, policy).store:
+        return 0.0
+    stored = build_stored_response(
+        request_headers=request_headers,
+        status=status,
+        headers=headers,
+        body=b"",
+        request_time=now,
+        response_time=now,
+        policy=policy,
+    )
+    return storage_ttl(stored, policy, now=now, revalidate=False)
 
 
 def decide_reuse(
