@@ -485,7 +485,14 @@ class CacheMiddleware:
             if result == TOO_LARGE:
                 await self._pass(scope, receive, send)
                 return
-        # Another variant, or a response this request may not share: ask the app.
+        if type(result) is StoredResponse and flight_key == key:
+            # The URL was cold and the leader's response varies: its Vary names are stored
+            # now, so requests for another variant coalesce again, each on its own.
+            names = vary_names(result.headers)
+            if names and (variant := variant_key(key, vary_values(names, headers))) != key:
+                await self._coalesced(scope, receive, send, key, variant, policy)
+                return
+        # A response this request may not share: ask the app.
         await self.fetch(scope, receive, send, key, policy, store=True)
 
     async def _pass(self, scope: Scope, receive: Receive, send: Send) -> None:

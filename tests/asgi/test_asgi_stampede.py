@@ -184,6 +184,9 @@ async def test_concurrent_requests_for_different_variants_each_get_their_own(
         )
     assert [reply.content.decode() for reply in again] == languages
     assert {reply.headers["x-cache"] for reply in again} == {"HIT"}
+    # A cold URL: the requests for the leader's variant shared its response, and those
+    # for each other variant coalesced again, on their own variant, once its Vary was known.
+    assert origin.calls["/a"] == 3
 
 
 async def test_credentialed_requests_never_get_another_users_response(
