@@ -243,6 +243,37 @@ async def test_one_set_many_of_ten_times_the_limit_ends_under_it(
     assert await cache.count() >= 2  # each shard keeps at least the batch's last write
 
 
+@pytest.mark.parametrize("eviction", POLICIES)
+async def test_random_writes_keep_the_bound_and_every_single_set_readable(
+    make_cache: MakeCache, eviction: str
+) -> None:
+    """Random sets, concurrent sets and set_many of random sizes, with reads between them:
+    after every step each shard is within its share (+10% and one entry), and a plain
+    ``set`` that returned reads back."""
+    rng = random.Random(7)
+    limit, shards = 40_000, 2
+    cache = make_cache(shards=shards, size_limit=limit, eviction=eviction)
+    largest = 0
+    for step in range(120):
+        kind = rng.choice(["set", "gather", "many"])
+        items = {
+            f"s{step}-{i}": b"x" * rng.randrange(100, 3000)
+            for i in range(1 if kind == "set" else rng.randrange(2, 40))
+        }
+        largest = max(largest, *(len(v) + 80 for v in items.values()))
+        if kind == "set":
+            ((key, value),) = items.items()
+            await cache.set(key, value)
+            assert await cache.get(key) == value, f"step {step}: a returned set is gone"
+        elif kind == "gather":
+            await asyncio.gather(*(cache.set(key, value) for key, value in items.items()))
+        else:
+            await cache.set_many(items)
+        for key in rng.sample(sorted(items), min(3, len(items))):
+            await cache.get(key)  # reads feed LRU/LFU
+        assert await cache.volume() <= limit * 1.1 + shards * largest, f"step {step}"
+
+
 async def test_an_lfu_newcomer_survives_its_own_write(
     make_cache: MakeCache, tmp_path: Path
 ) -> None:
