@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from shardcache import AsyncCache, CacheClosedError, CacheTimeoutError, ConfigurationError
@@ -214,6 +215,89 @@ async def test_lock_timeout_must_be_finite_and_positive(cache: AsyncCache) -> No
         with pytest.raises(ConfigurationError, match="lock_timeout"):
             await cache.get_or_set("k", factory, lock_timeout=bad)
     assert factory.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "error"),
+    [
+        ({"ttl": -1}, ConfigurationError),
+        ({"ttl": float("nan")}, ConfigurationError),
+        ({"ttl": "10"}, ConfigurationError),
+        ({"stale_ttl": -1}, ConfigurationError),
+        ({"stale_ttl": float("inf")}, ConfigurationError),
+        ({"tag": 5}, TypeError),
+    ],
+)
+async def test_bad_options_raise_before_the_factory_runs_on_a_miss_and_on_a_hit(
+    cache: AsyncCache, option: dict[str, Any], error: type[Exception]
+) -> None:
+    """A factory's side effects (a paid API call, an e-mail) must not happen for a value
+    that is then refused; and a bad call is bad whether or not the key is stored."""
+    factory = Factory()
+    with pytest.raises(error):
+        await cache.get_or_set("missing", factory, **option)
+    assert factory.calls == 0
+    assert await cache.get("missing", "absent") == "absent"
+    await cache.set("stored", 1)
+    with pytest.raises(error):
+        await cache.get_or_set("stored", factory, **option)
+
+
+class Point(msgspec.Struct):
+    x: int
+    y: int
+
+
+async def test_type_decodes_a_hit_into_what_the_factory_returned(cache: AsyncCache) -> None:
+    factory = Factory(Point(1, 2))
+    first = await cache.get_or_set("p", factory, type=Point)
+    second = await cache.get_or_set("p", factory, type=Point)
+    assert first == second == Point(1, 2)
+    assert type(second) is Point
+    assert factory.calls == 1
+    assert await cache.get_or_set("p", factory) == {"x": 1, "y": 2}  # without type=: a dict
+    with pytest.raises(TypeError):
+        await cache.get_or_set("p", factory, type=5)  # type: ignore[call-overload]
+
+
+async def test_a_stored_value_that_no_longer_fits_type_is_computed_again(
+    cache: AsyncCache,
+) -> None:
+    await cache.set("p", {"x": "not an int"})
+    factory = Factory(Point(3, 4))
+    assert await cache.get_or_set("p", factory, type=Point) == Point(3, 4)
+    assert factory.calls == 1
+    assert await cache.get("p", type=Point) == Point(3, 4)
+
+
+async def test_incr_during_a_computation_is_not_overwritten_by_its_result(
+    cache: AsyncCache,
+) -> None:
+    """Like set, add, delete and pop: a write that lands while the key is being computed
+    wins over the computation's late result."""
+    factory = Factory("computed")
+    factory.gate.clear()
+    call = asyncio.create_task(cache.get_or_set("k", factory))
+    await asyncio.wait_for(factory.started.wait(), LONG)
+    assert await cache.incr("k", 5) == 5
+    factory.gate.set()
+    assert await asyncio.wait_for(call, LONG) == "computed"  # the caller gets its result
+    assert await cache.get("k") == 5
+
+
+async def test_expire_keeps_an_entry_inside_its_stale_window(cache: AsyncCache) -> None:
+    """A cron job's expire() must not end stale-while-revalidate: the stale entry is
+    still served at once while one refresh runs."""
+    await cache.set("k", "old", ttl=0.05, stale_ttl=30)
+    await cache.set("kept", "y", ttl=0.05, stale_ttl=30)
+    await cache.set("gone", "x", ttl=0.05)
+    await asyncio.sleep(0.1)
+    assert await cache.expire() == 1  # "gone" only
+    assert (await cache.get_entry("kept")) is not None
+    factory = Factory("new")
+    factory.gate.clear()
+    assert await cache.get_or_set("k", factory, ttl=60, stale_ttl=30) == "old"
+    factory.gate.set()
 
 
 async def test_bad_key_raises_before_the_factory_runs(cache: AsyncCache) -> None:

@@ -45,6 +45,7 @@ from ._http import (
     freshen,
     not_modified,
     not_modified_headers,
+    origin_not_modified,
     storage_ttl,
     unconditional_headers,
     with_etag,
@@ -77,7 +78,17 @@ _NO_CONTENT: Final = frozenset({204, 304})
 # URL's response is shareable and waits for the one refresh instead of stampeding.
 KEEP_STALE: Final = 30.0
 
-_WAIT, _BUFFER, _PASS, _REVALIDATED = 0, 1, 2, 3
+_WAIT, _BUFFER, _PASS, _REVALIDATED, _DROP = 0, 1, 2, 3, 4
+# Content fields a 304 made from a complete response leaves out (RFC 9110 §15.4.5).
+_CONTENT_FIELDS: Final = frozenset(
+    {
+        b"content-length",
+        b"content-type",
+        b"content-encoding",
+        b"content-range",
+        b"transfer-encoding",
+    }
+)
 
 
 class Exchange:
@@ -90,6 +101,7 @@ class Exchange:
 
     __slots__ = (
         "chunks",
+        "client_conditional",
         "headers",
         "incomplete",
         "key",
@@ -150,6 +162,9 @@ class Exchange:
         self.stale = stale if stale is not None and conditional_headers(stale) else None
         self.refetch = False  # the app's 304 named another representation: ask again
         self.incomplete = False  # the app returned mid-body (its client went away...)
+        # The client's preconditions were taken off to ask the app for a complete
+        # response: a response that is then not stored still answers them (_forward_start).
+        self.client_conditional = False
 
     async def run(self, receive: Receive) -> None:
         """Call the app; on return the response has been sent (and stored, if it may be)."""
@@ -163,6 +178,7 @@ class Exchange:
             # the stored copy, which the client gets in full or as its own 304. A copy of
             # the scope: a refetch after a contradicting 304 starts from the client's.
             scope = self.scope = {**scope}
+            self.client_conditional = _has_validators(self.request_headers)
             scope["headers"] = [
                 *unconditional_headers(self.request_headers),
                 *conditional_headers(self.stale),
@@ -172,6 +188,7 @@ class Exchange:
             # and evaluate If-None-Match here (RFC 9111 §4.3.2). self.request_headers
             # keeps the client's fields for that.
             scope["headers"] = unconditional_headers(self.request_headers)
+            self.client_conditional = True
         self.request_time = time.time()
         await self.middleware.app(scope, receive, self.send)
         if self.state == _BUFFER:
@@ -190,6 +207,8 @@ class Exchange:
         state = self.state
         if state == _PASS:
             await self.send_downstream(message)
+        elif state == _DROP:
+            pass  # the body of a response the client got as a 304
         elif state == _REVALIDATED:
             if message["type"] == BODY and not message.get("more_body", False):
                 await self._revalidated()
@@ -242,10 +261,9 @@ class Exchange:
                 else:
                     self.state = _BUFFER
                     return
-        self.state = _PASS
         if self.on_pass is not None:
             self.on_pass(self.pass_reason)
-        await self.send_downstream(self.middleware.tag_miss(message, headers))
+        await self._forward_start(more_body=True)
 
     def _stale_on_arrival(self, status: int, headers: list[tuple[bytes, bytes]]) -> bool:
         """Whether the response would be stale once stored: its freshness depends on the
@@ -264,14 +282,29 @@ class Exchange:
 
     async def _flush(self, *, more_body: bool) -> None:
         """Give up buffering: forward the held start and the body so far."""
-        self.state = _PASS
         if self.on_pass is not None:
             self.on_pass(self.pass_reason)
-        await self.send_downstream(self.middleware.tag_miss(self.start, self.headers))
         body = b"".join(self.chunks)
         self.chunks = []
-        if body or not more_body:
+        if await self._forward_start(more_body=more_body) and (body or not more_body):
             await self.send_downstream({"type": BODY, "body": body, "more_body": more_body})
+
+    async def _forward_start(self, *, more_body: bool) -> bool:
+        """Send the app's response start on (state PASS), or, when the client's own
+        preconditions hold for this response that is not stored, a ``304`` in its place
+        (state DROP: the app's body is dropped). Whether the body is to follow."""
+        middleware = self.middleware
+        if self.client_conditional and origin_not_modified(
+            self.request_headers, self.status, self.headers
+        ):
+            self.state = _DROP
+            headers = [(n, v) for n, v in self.headers if n.lower() not in _CONTENT_FIELDS]
+            await self.send_downstream(middleware.tag_miss({"type": START, "status": 304}, headers))
+            await self.send_downstream({"type": BODY, "body": b"", "more_body": False})
+            return False
+        self.state = _PASS
+        await self.send_downstream(middleware.tag_miss(self.start, self.headers))
+        return True
 
     async def _complete(self) -> None:
         """The whole body is here: answer the client, then store the response."""
@@ -334,10 +367,9 @@ class Exchange:
 
     async def _pass_whole(self, body: bytes, reason: str) -> None:
         """Answer with the buffered response as the app sent it, and store nothing."""
-        self.state = _PASS
         self._not_storable(PASS_PREFIX + reason)
-        await self.send_downstream(self.middleware.tag_miss(self.start, self.headers))
-        await self.send_downstream({"type": BODY, "body": body})
+        if await self._forward_start(more_body=False):
+            await self.send_downstream({"type": BODY, "body": body})
 
     async def _revalidated(self) -> None:
         """The app answered the cache's validators with a 304: freshen, store, answer."""

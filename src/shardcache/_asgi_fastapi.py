@@ -17,20 +17,25 @@ __all__ = ["cache_for"]
 def cache_for(
     seconds: float,
     *,
-    public: bool = True,
+    public: bool = False,
     stale_while_revalidate: float | None = None,
 ) -> Callable[..., None]:
     """A FastAPI dependency that makes a route's responses fresh for ``seconds``.
 
-    It sets ``Cache-Control: public, max-age=<seconds>`` (plus
-    ``stale-while-revalidate``) unless the route sets its own ``Cache-Control``. The
-    explicit freshness is what :class:`CacheMiddleware` needs, whatever its ``ttl``::
+    It sets ``Cache-Control: max-age=<seconds>`` (plus ``stale-while-revalidate``) unless
+    the route sets its own ``Cache-Control``. The explicit freshness is what
+    :class:`CacheMiddleware` needs, whatever its ``ttl``::
 
         @app.get("/report", dependencies=[Depends(cache_for(300))])
         async def report() -> dict[str, str]: ...
 
+    Requests with ``Authorization`` are then not answered from the cache nor stored.
+    ``public=True`` adds ``public``, which lets a shared cache store and serve the
+    response of an authorized request to every client (RFC 9111 §3.5): only for routes
+    whose response is the same whoever asks, never behind an auth dependency.
+
     Without FastAPI, return the header yourself:
-    ``Response(..., headers={"Cache-Control": "public, max-age=300"})``.
+    ``Response(..., headers={"Cache-Control": "max-age=300"})``.
     """
     if not (seconds >= 0 and math.isfinite(seconds)):
         raise ConfigurationError(f"seconds={seconds!r}: expected seconds >= 0")

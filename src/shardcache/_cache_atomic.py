@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import _ops as ops
+from ._codec import check_type
 from ._keys import encode_key
-from ._options import check_lock_timeout, expire_at
+from ._options import check_compute, expire_at
 from ._stampede import _flights, get_or_compute, supersede
 from ._types import DEFAULT, MISS, TTL, CacheBackend, Key
 
@@ -101,6 +102,8 @@ class _AtomicOps:
         if default is not None and (isinstance(default, bool) or not isinstance(default, int)):
             raise TypeError(f"default must be an int or None, not {type(default).__name__}")
         kb, shard = await self._routed(key)
+        if _flights:  # a computation of this key in flight must not overwrite the count
+            supersede(self, kb, self._release_now)
         value: int = await self._executor_write_direct(
             shard.index, ops.op_incr, (kb, delta, default, self._codec)
         )
@@ -138,21 +141,29 @@ class _AtomicOps:
         tag: str | None = None,
         stale_ttl: float = 0,
         lock_timeout: float = 30.0,
+        type: Any = None,
     ) -> T:
         """The value of ``key``; on a miss, ``await factory()`` computes and stores it.
 
         Stampede-protected exactly like ``@acached``: one task in one process computes,
         the others wait for its result (or get the stale value within ``stale_ttl``).
+        ``type=`` decodes a stored value into that type, as ``get(type=)`` does, so that a
+        hit returns what the factory returned (a Struct, a dataclass), not a dict.
         """
+        # Checked before anything runs: a factory's side effects must not happen for a
+        # value that would then be refused.
+        lock_timeout = check_compute(ttl, tag, stale_ttl, lock_timeout)
+        if type is not None:
+            check_type(type)
         if not self._ready:
             # An open waits for a shard another process is creating (up to 30 s): no
             # longer than lock_timeout here. The key is checked first: a bad one raises
             # before the directory is created.
             encode_key(key)
-            await self._ensure_open(check_lock_timeout(lock_timeout))
+            await self._ensure_open(lock_timeout)
         # The hit first, through get(): it counts the hit or miss in stats() (as @acached
         # does); get_or_compute reads entries without counting, stale ones included.
-        hit = await self.get(key, MISS)
+        hit = await self.get(key, MISS, type=type)
         if hit is not MISS:
             return cast("T", hit)  # stored by a factory of this key: its type, as a rule
         value: T = await get_or_compute(
@@ -163,5 +174,6 @@ class _AtomicOps:
             tag=tag,
             stale_ttl=stale_ttl,
             lock_timeout=lock_timeout,
+            type=type,
         )
         return value

@@ -28,7 +28,7 @@ import msgspec
 from ._breaker import open_within, opened
 from ._errors import CacheError, ConfigurationError
 from ._keys import encode_key
-from ._options import check_lock_timeout, check_ttl
+from ._options import check_compute
 from ._stampede import _warn_once, cache_down, get_or_compute, supersede
 from ._types import DEFAULT, NOT_NOW, TTL, CacheBackend, Key
 
@@ -188,13 +188,7 @@ class CachedFunction(Generic[P, R]):
                 f"@acached(cache=...) needs an AsyncCache or another CacheBackend, not "
                 f"{builtins.type(cache).__name__}"
             )
-        if ttl is not DEFAULT:
-            check_ttl(ttl)
-        if check_ttl(stale_ttl, "stale_ttl") is None:
-            raise ConfigurationError(
-                f"stale_ttl={stale_ttl!r}: expected a finite number of seconds >= 0"
-            )
-        self._lock_timeout = check_lock_timeout(lock_timeout)
+        self._lock_timeout = check_compute(ttl, tag, stale_ttl, lock_timeout)
         if early_refresh is not None and (
             isinstance(early_refresh, bool)
             or not isinstance(early_refresh, (int, float))
@@ -203,8 +197,6 @@ class CachedFunction(Generic[P, R]):
             raise ConfigurationError(
                 f"early_refresh={early_refresh!r}: expected None or a beta > 0 (1.0 is usual)"
             )
-        if tag is not None and builtins.type(tag) is not str:
-            raise TypeError(f"tag must be a str or None, not {builtins.type(tag).__name__}")
         if key is not None and not callable(key):
             raise TypeError(f"key= must be a callable returning a cache key, not {key!r}")
         if cache_if is not None and not callable(cache_if):

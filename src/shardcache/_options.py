@@ -21,6 +21,7 @@ __all__ = [
     "Eviction",
     "OnCorrupt",
     "Options",
+    "check_compute",
     "check_lock_timeout",
     "check_ttl",
     "default_directory",
@@ -78,6 +79,21 @@ def check_lock_timeout(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise ConfigurationError(f"lock_timeout={value!r}: expected a finite number of seconds > 0")
     return float(value)
+
+
+def check_compute(ttl: Any, tag: Any, stale_ttl: Any, lock_timeout: Any) -> float:
+    """Validate what ``@acached`` and ``get_or_set`` store with, before anything runs (a
+    factory with side effects must not run for a write that would then be refused);
+    returns ``lock_timeout`` as a float."""
+    if ttl is not DEFAULT:
+        check_ttl(ttl)
+    if check_ttl(stale_ttl, "stale_ttl") is None:
+        raise ConfigurationError(
+            f"stale_ttl={stale_ttl!r}: expected a finite number of seconds >= 0"
+        )
+    if tag is not None and type(tag) is not str:
+        raise TypeError(f"tag must be a str or None, not {type(tag).__name__}")
+    return check_lock_timeout(lock_timeout)
 
 
 def expire_at(ttl: Any, default_ttl: float | None, now: float) -> float | None:

@@ -126,7 +126,9 @@ SELECT_FOR_UPDATE: Final = (
 )
 SET_VALUE: Final = "UPDATE entries SET value = ?, fmt = ?, size = ?, store_time = ? WHERE key = ?"
 EVICT_TAG: Final = "DELETE FROM entries WHERE tag = ? RETURNING key, expire_time"
-EXPIRE: Final = "DELETE FROM entries WHERE expire_time <= ? RETURNING key"
+# purge_time, not expire_time: an entry inside its stale_ttl window is expired for get()
+# but still serves stale-while-revalidate, and a cron job's expire() must not end that.
+EXPIRE: Final = "DELETE FROM entries WHERE purge_time <= ? RETURNING key"
 # Purging without the index: a sweep by key over a window of the table (contiguous pages),
 # from a cursor the shard keeps. SWEEP_END is the window's last key (None past the end).
 SWEEP_END: Final = "SELECT key FROM entries WHERE key > ? ORDER BY key LIMIT 1 OFFSET ?"

@@ -12,6 +12,7 @@ from types import ModuleType
 
 import pytest
 from fastapi import Depends, FastAPI, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
@@ -21,6 +22,8 @@ from shardcache import AsyncCache
 from shardcache.asgi import CacheMiddleware, cache_for
 
 from .origin import client, lifespan
+
+BEARER = Depends(HTTPBearer())
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fastapi_app.py"
 
@@ -111,7 +114,7 @@ async def test_fastapi_cache_for_dependency(cache: AsyncCache) -> None:
         first, second = await http.get("/ttl"), await http.get("/ttl")
         own = [await http.get("/own") for _ in range(2)]
         nothing = [await http.get("/nothing") for _ in range(2)]
-    assert first.headers["cache-control"] == "public, max-age=30"
+    assert first.headers["cache-control"] == "max-age=30"
     assert second.headers["x-cache"] == "HIT" and second.json() == first.json()
     assert [r.headers["cache-control"] for r in own] == ["no-store", "no-store"]
     assert own[0].json() != own[1].json()
@@ -122,13 +125,42 @@ async def test_fastapi_cache_for_dependency(cache: AsyncCache) -> None:
 async def test_cache_for_builds_the_header() -> None:
     app = FastAPI()
 
-    @app.get("/", dependencies=[Depends(cache_for(90, public=False, stale_while_revalidate=10))])
+    @app.get("/", dependencies=[Depends(cache_for(90, stale_while_revalidate=10))])
     async def index() -> dict[str, str]:
+        return {}
+
+    @app.get("/public", dependencies=[Depends(cache_for(90, public=True))])
+    async def public() -> dict[str, str]:
         return {}
 
     async with client(app) as http:
         reply = await http.get("/")
+        shared = await http.get("/public")
     assert reply.headers["cache-control"] == "max-age=90, stale-while-revalidate=10"
+    assert shared.headers["cache-control"] == "public, max-age=90"
+
+
+@pytest.mark.asyncio(loop_factories=["asyncio"])
+async def test_cache_for_never_shares_a_page_behind_an_auth_dependency(
+    cache: AsyncCache,
+) -> None:
+    """By default cache_for leaves out ``public``: the response to a request with
+    Authorization is neither stored nor answered from the cache, so one user's page never
+    reaches another user, nor an anonymous request that the dependency would refuse."""
+    app = FastAPI()
+
+    @app.get("/me", dependencies=[Depends(cache_for(60))])
+    async def me(cred: HTTPAuthorizationCredentials = BEARER) -> dict[str, str]:
+        return {"token": cred.credentials}
+
+    app.add_middleware(CacheMiddleware, cache=cache)
+    async with client(app) as http:
+        alice = await http.get("/me", headers={"authorization": "Bearer alice"})
+        bob = await http.get("/me", headers={"authorization": "Bearer bob"})
+        anonymous = await http.get("/me")
+    assert alice.json() == {"token": "alice"} and bob.json() == {"token": "bob"}
+    assert bob.headers["x-cache"] == "MISS"
+    assert anonymous.status_code in (401, 403) and "alice" not in anonymous.text
 
 
 @pytest.fixture

@@ -421,6 +421,36 @@ async def test_if_none_match_on_a_miss_that_got_stored_gives_304(cache: AsyncCac
     assert all(name != b"if-none-match" for name, _ in origin.scopes[0]["headers"])
 
 
+@pytest.mark.parametrize(
+    "cache_control",
+    ["no-store", "private, max-age=60", "no-cache", None],  # None: no freshness, ttl=0
+)
+async def test_the_clients_preconditions_hold_for_a_response_that_is_not_stored(
+    cache: AsyncCache, cache_control: str | None
+) -> None:
+    """The cache asked the app for a complete response (the client's validators taken
+    off); when that response may not be stored, the client still gets the 304 it would
+    have had without the cache, and a changed representation in full."""
+    headers = ['ETag: "v7"', "Content-Type: text/plain", "Set-Cookie: s=1"]
+    if cache_control is not None:
+        headers.append(f"Cache-Control: {cache_control}")
+    origin = Origin(Reply(headers=headers, chunks=[b"body"]))
+    origin.route("/dated", Reply(headers=[f"Last-Modified: {http_date(-3600)}"]))
+    _, http = cached(origin, cache)
+    async with http:
+        same = await http.get("/a", headers={"if-none-match": 'W/"v6", "v7"'})
+        changed = await http.get("/a", headers={"if-none-match": '"v6"'})
+        unmodified = await http.get("/dated", headers={"if-modified-since": http_date(-60)})
+        modified = await http.get("/dated", headers={"if-modified-since": http_date(-7200)})
+    assert same.status_code == 304 and same.content == b""
+    assert same.headers["etag"] == '"v7"' and same.headers["set-cookie"] == "s=1"
+    assert "content-type" not in same.headers and "content-length" not in same.headers
+    assert same.headers["x-cache"] == "MISS"
+    assert changed.status_code == 200 and changed.content == b"body"
+    assert unmodified.status_code == 304 and modified.status_code == 200
+    assert origin.calls["/a"] == 2  # both went to the app: nothing was stored
+
+
 async def test_if_modified_since(cache: AsyncCache) -> None:
     """RFC 9110 §13.1.3 against the stored Last-Modified."""
     origin = Origin(Reply(headers=[PUBLIC, f"Last-Modified: {http_date(-3600)}"]))

@@ -35,8 +35,8 @@ Exported names:
 * freshness: :func:`freshness_lifetime`, :func:`current_age`, :func:`is_fresh`,
   :func:`is_stale_usable`, :func:`storage_ttl`, :func:`age_header_value`
 * validators: :func:`strong_etag`, :func:`with_etag`, :func:`etag_in`,
-  :func:`not_modified`, :func:`not_modified_headers`, :func:`conditional_headers`,
-  :func:`freshen`, :func:`unconditional_headers`
+  :func:`not_modified`, :func:`origin_not_modified`, :func:`not_modified_headers`,
+  :func:`conditional_headers`, :func:`freshen`, :func:`unconditional_headers`
 * parsing: :func:`parse_cache_control`, :func:`request_cache_control`,
   :func:`parse_http_date`, :func:`format_http_date`, :func:`header_values`,
   :func:`first_header`
@@ -139,6 +139,7 @@ from ._validators import (
     freshen,
     not_modified,
     not_modified_headers,
+    origin_not_modified,
     strong_etag,
     unconditional_headers,
     with_etag,
@@ -181,6 +182,7 @@ __all__ = [
     "normalize_url",
     "not_modified",
     "not_modified_headers",
+    "origin_not_modified",
     "parse_cache_control",
     "parse_http_date",
     "plain_request",

@@ -40,6 +40,7 @@ __all__ = [
     "freshen",
     "not_modified",
     "not_modified_headers",
+    "origin_not_modified",
     "parse_entity_tag",
     "strong_etag",
     "unconditional_headers",
@@ -140,14 +141,38 @@ def not_modified(request_headers: RawHeaders, stored: StoredResponse) -> bool:
       is one valid date; compared with ``Last-Modified``, else the stored ``Date``, else
       the time the response was received (RFC 9111 §4.3.2).
     """
-    if not 200 <= stored.status < 300:
+    verdict = _preconditions(request_headers, stored.status, stored.headers)
+    if isinstance(verdict, bool):
+        return verdict
+    # RFC 9111 §4.3.2: without a Last-Modified, a cache compares with the stored Date,
+    # else the time the response was received.
+    return date_value(stored) <= verdict
+
+
+def origin_not_modified(request_headers: RawHeaders, status: int, headers: RawHeaders) -> bool:
+    """True when an origin would have answered a GET/HEAD request's preconditions with
+    ``304``, judged from the complete response it sent instead.
+
+    For a response the cache does not store, after it took the client's preconditions
+    off to ask for a complete one: the client still gets the ``304`` it would have had
+    with no cache in between. The rules of :func:`not_modified`, except that an
+    ``If-Modified-Since`` needs the response's own ``Last-Modified`` (an origin with no
+    modification date ignores the field, §13.1.3).
+    """
+    return _preconditions(request_headers, status, headers) is True
+
+
+def _preconditions(request_headers: RawHeaders, status: int, headers: RawHeaders) -> bool | float:
+    """Whether the preconditions say "not modified" for a response with these fields; the
+    ``If-Modified-Since`` time instead when deciding needs a ``Last-Modified`` they lack."""
+    if not 200 <= status < 300:
         return False
     inm = header_values(request_headers, b"if-none-match")
     if inm:
         members = [member for value in inm for member in split_members(value)]
         if b"*" in members:
             return True
-        etag = first_header(stored.headers, b"etag")
+        etag = first_header(headers, b"etag")
         return etag is not None and etag_in(b", ".join(members), etag)
     ims = header_members(request_headers, b"if-modified-since")
     # §13.1.3: ignore a field with more than one member or an invalid date. An HTTP-date
@@ -155,11 +180,9 @@ def not_modified(request_headers: RawHeaders, stored: StoredResponse) -> bool:
     since = parse_http_date(b", ".join(ims)) if ims else None
     if since is None:
         return False
-    raw = first_header(stored.headers, b"last-modified")
+    raw = first_header(headers, b"last-modified")
     modified = None if raw is None else parse_http_date(raw)
-    if modified is None:
-        modified = date_value(stored)
-    return modified <= since
+    return since if modified is None else modified <= since
 
 
 def not_modified_headers(stored: StoredResponse, *, now: float) -> HeaderList:
