@@ -28,11 +28,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, NamedTuple, TypeVar
 
 import aiohttp
+import msgspec
 from aiohttp.typedefs import StrOrURL
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ._aiohttp_response import CachedResponse, refill_content
+from ._aiohttp_response import CachedResponse, refill_content, usual_reason
 from ._aiohttp_storage import Found, head_key, invalidate, lookup, redirects, store
 from ._breaker import Breaker, open_within, opened
 from ._http import (
@@ -202,19 +203,23 @@ class HttpCache:
         if not healthy or not call.decision.store:
             outcome, _ = await self._fetch(call, found, use_cache=healthy)
         else:
+            since = time.monotonic()
             outcome, produced = await single_flight(
                 self.cache,
                 call.key,
                 lambda: self._lookup_fresh(call),
-                lambda: self._fetch(call, found),
+                lambda: self._fetch(call, found, since=since),
                 lock_timeout=self._wait_limit(call),
                 on_failure=self._lease_failed,
             )
             if not produced:
                 if self._acceptable(call, outcome):  # another caller's: serve a copy
-                    outcome = outcome._replace(response=None)
+                    # Reporting the URL this caller asked for (its query order, its
+                    # fragment), unless redirects led elsewhere.
+                    url = outcome.url if outcome.via_alias else call.url
+                    outcome = outcome._replace(response=None, url=url)
                 else:
-                    outcome, _ = await self._fetch(call, found)
+                    outcome, _ = await self._fetch(call, found, since=since)
         if outcome.response is not None:
             if outcome.stored is None or not not_modified(call.raw, outcome.stored):
                 return await self._checked(call, outcome.response)
@@ -244,7 +249,10 @@ class HttpCache:
         response stored after it supersedes it; failing both, the GET entry, which is then
         only served if the origin fails (stale-if-error), never revalidated by a HEAD.
         """
-        found = await lookup(self.cache, call.primary, call.raw, follow_alias=call.follow)
+        aliases = "max_redirects" not in call.kwargs
+        found = await lookup(
+            self.cache, call.primary, call.raw, follow_alias=call.follow, aliases=aliases
+        )
         if call.method != "HEAD":
             return found
         if found is not None:
@@ -255,7 +263,9 @@ class HttpCache:
                 return found
             if verdict.reuse is Reuse.NO:
                 found = None  # another Vary variant: not even a fallback
-        own = await lookup(self.cache, call.key, call.raw, follow_alias=call.follow)
+        own = await lookup(
+            self.cache, call.key, call.raw, follow_alias=call.follow, aliases=aliases
+        )
         if own is None or (
             found is not None and found.stored.response_time > own.stored.response_time
         ):
@@ -278,10 +288,20 @@ class HttpCache:
         return _Outcome(None, found.stored, self._found_url(call, found), via_alias=found.via_alias)
 
     async def _fetch(
-        self, call: Call, found: Found | None, *, use_cache: bool = True
+        self,
+        call: Call,
+        found: Found | None,
+        *,
+        use_cache: bool = True,
+        since: float | None = None,
     ) -> tuple[_Outcome, bool]:
-        """Go to the origin; store what may be stored. ``(outcome, shareable)``."""
+        """Go to the origin; store what may be stored. ``(outcome, shareable)``.
+
+        ``since``: when the caller started waiting for another request's fetch; its own
+        fetch then gets what is left of its total timeout, not a fresh one."""
         kwargs = call.kwargs
+        if since is not None:
+            kwargs = self._within_budget(call, kwargs, time.monotonic() - since)
         conditional: HeaderList = []
         if use_cache and call.decision.store:
             # The response is wanted for storing: the cache's validators replace the
@@ -321,7 +341,9 @@ class HttpCache:
 
     def _acceptable(self, call: Call, outcome: _Outcome) -> bool:
         """Whether another caller's outcome answers this request (its Vary, its limits)."""
-        if outcome.stored is None or (outcome.via_alias and not call.follow):
+        if outcome.stored is None or (
+            outcome.via_alias and (not call.follow or "max_redirects" in call.kwargs)
+        ):
             return False
         if call.follow and redirects(outcome.stored):
             return False  # a redirect that another request did not follow; this one does
@@ -338,14 +360,36 @@ class HttpCache:
     def _wait_limit(self, call: Call) -> float:
         """How long this request may wait for another one's fetch: ``lock_timeout``, and
         no longer than its own total timeout (after which it fetches itself)."""
+        total = self._timeout(call).total
+        return min(self.lock_timeout, total) if total and total > 0 else self.lock_timeout
+
+    def _timeout(self, call: Call) -> aiohttp.ClientTimeout:
+        """The request's timeout: its own ``timeout=`` (a number is a total), else the
+        session's."""
         timeout = call.kwargs.get("timeout")
         if isinstance(timeout, aiohttp.ClientTimeout):
-            total = timeout.total
-        elif isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
-            total = timeout
-        else:
-            total = self.session.timeout.total
-        return min(self.lock_timeout, total) if total and total > 0 else self.lock_timeout
+            return timeout
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+            return aiohttp.ClientTimeout(total=timeout)
+        return self.session.timeout
+
+    def _within_budget(self, call: Call, kwargs: dict[str, Any], waited: float) -> dict[str, Any]:
+        """``kwargs`` with a total timeout cut by ``waited``: aiohttp's ``total`` bounds
+        the whole request, the wait for another caller's fetch included."""
+        timeout = self._timeout(call)
+        if not timeout.total or timeout.total <= 0 or waited <= 0:
+            return kwargs
+        left = timeout.total - waited
+        if left <= 0:  # spent waiting: a TimeoutError, and a ClientError too
+            raise aiohttp.ServerTimeoutError(f"timeout of {timeout.total} s spent waiting")
+        cut = aiohttp.ClientTimeout(
+            total=left,
+            connect=timeout.connect,
+            sock_read=timeout.sock_read,
+            sock_connect=timeout.sock_connect,
+            ceil_threshold=timeout.ceil_threshold,
+        )
+        return {**kwargs, "timeout": cut}
 
     def _found_url(self, call: Call, found: Found) -> URL:
         return _url_of(found.primary) if found.via_alias else call.url
@@ -436,7 +480,9 @@ class HttpCache:
             if limit is not None and len(body) > limit:
                 return None
         stored = build_stored_response(
-            request_headers=raw_headers(response.request_info.headers),  # as sent (Vary)
+            # The fields the lookup keys Vary with: as aiohttp sends them, before a client
+            # middleware adds any (a hit never runs the middlewares).
+            request_headers=call.raw,
             status=response.status,
             headers=response.raw_headers,
             body=body,
@@ -444,6 +490,8 @@ class HttpCache:
             response_time=received,
             policy=call.policy,
         )
+        if response.reason and response.reason != usual_reason(response.status):
+            stored = msgspec.structs.replace(stored, reason=response.reason)  # rare: a copy
         ttl = storage_ttl(stored, call.policy, now=received, revalidate=True)
         if ttl is not None and ttl <= 0:
             return None
@@ -473,16 +521,19 @@ class HttpCache:
     async def _respond(self, call: Call, stored: StoredResponse, url: URL) -> CachedResponse:
         """A response answered by the cache (a 304 when the client's validators match)."""
         now = self.clock()
+        reason = None
         if not_modified(call.raw, stored):  # RFC 9111 §4.3.2
             status, headers, body = 304, not_modified_headers(stored, now=now), b""
         else:
             status, headers = stored.status, serve_headers(stored, now=now)
             body = stored.body if call.method == "GET" else b""
+            reason = stored.reason
         session = self.session
         response = self.response_class._rebuild(
             method=call.method,
             url=url,
             status=status,
+            reason=reason,
             raw_headers=headers,
             body=body,
             request_headers=CIMultiDictProxy(call.headers),

@@ -24,11 +24,19 @@ from aiohttp.base_protocol import BaseProtocol
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-__all__ = ["CachedResponse", "decode_headers", "refill_content"]
+__all__ = ["CachedResponse", "decode_headers", "refill_content", "usual_reason"]
 
 # A stream that holds the whole body never pauses its (absent) transport: its limit is
 # at least the body size, so StreamReader never calls protocol.pause_reading().
 _STREAM_LIMIT = 2**16
+
+
+def usual_reason(status: int) -> str:
+    """The IANA reason phrase of ``status`` (``""`` for an unregistered one)."""
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def decode_headers(raw: Sequence[tuple[bytes, bytes]]) -> CIMultiDictProxy[str]:
@@ -80,6 +88,7 @@ class CachedResponse(aiohttp.ClientResponse):
         method: str,
         url: URL,
         status: int,
+        reason: str | None = None,
         raw_headers: Sequence[tuple[bytes, bytes]],
         body: bytes,
         request_headers: CIMultiDictProxy[str],
@@ -98,10 +107,7 @@ class CachedResponse(aiohttp.ClientResponse):
         self._resolve_charset = session._resolve_charset
         self.version = aiohttp.HttpVersion11
         self.status = status
-        try:
-            self.reason = http.HTTPStatus(status).phrase
-        except ValueError:
-            self.reason = ""
+        self.reason = usual_reason(status) if reason is None else reason
         self._raw_headers = tuple(raw_headers)
         self._headers = decode_headers(raw_headers)
         cookies = self._headers.getall("Set-Cookie", ())

@@ -56,15 +56,24 @@ class Found(NamedTuple):
 
 
 async def lookup(
-    cache: CacheBackend, primary: str, request_headers: RawHeaders, *, follow_alias: bool
+    cache: CacheBackend,
+    primary: str,
+    request_headers: RawHeaders,
+    *,
+    follow_alias: bool,
+    aliases: bool = True,
 ) -> Found | None:
-    """The stored response for a request, or ``None``. At most three reads."""
+    """The stored response for a request, or ``None``. At most three reads.
+
+    ``follow_alias``: the request follows redirects (a stored redirect does not answer
+    it); ``aliases=False`` leaves redirect aliases out all the same (a request with its
+    own ``max_redirects``: the alias does not record how many hops it stands for)."""
     value = await cache.get(primary, None, type=_ANY_ENTRY)
     where, via_alias = primary, False
     if isinstance(value, str):
         # An alias leads to a key of its own method: a GET alias never reaches a HEAD entry.
         method = primary[: primary.index(" ") + 1]
-        if not follow_alias or not value.startswith(method):
+        if not (follow_alias and aliases) or not value.startswith(method):
             return None
         where, via_alias = value, True
         value = await cache.get(where, None, type=_TARGET_ENTRY)

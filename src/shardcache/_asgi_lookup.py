@@ -12,6 +12,7 @@ without re-reading the stored response's fields (for :class:`~shardcache.asgi.Ca
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -29,6 +30,8 @@ from ._http import (
 )
 
 __all__ = ["HitPlan", "HitPlans", "KeyFunction", "Routing"]
+
+logger = logging.getLogger("shardcache.asgi")
 
 #: ``key(scope, default_key) -> key | None``: the primary key of a GET/HEAD request.
 KeyFunction = Callable[[Scope, str], "str | None"]
@@ -50,23 +53,31 @@ class Routing:
         self._rules = rules
         self._key_function = key_function
         self._keys: dict[tuple[str, bytes | str, bytes, bytes], str | None] = {}
-        self._policies: dict[str, CachePolicy | None] = {}
+        self._policies: dict[tuple[str, str], CachePolicy | None] = {}
 
-    def policy(self, path: str) -> CachePolicy | None:
-        """The policy for ``path``; ``None``: a rule says never cache it."""
+    def policy(self, scope: Scope) -> CachePolicy | None:
+        """The policy for the request's path; ``None``: a rule says never cache it.
+
+        A rule is written against the app's own routes, and matches the path as the app
+        routes it (without the ``root_path`` that uvicorn's ``--root-path`` and a
+        Starlette ``Mount`` leave at its start) as well as the full path: a "never cache"
+        rule must not stop working behind a proxy prefix."""
         if not self._rules:
             return self._policy
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
         try:
-            return self._policies[path]
+            return self._policies[root, path]
         except KeyError:
+            route = path[len(root) :] if root and path.startswith(root) else path
             policy: CachePolicy | None = self._policy
             for pattern, rule_policy in self._rules:
-                if pattern.match(path):
+                if pattern.match(route) or pattern.match(path):
                     policy = rule_policy
                     break
             if len(self._policies) >= MEMO_SIZE:
                 self._policies.clear()
-            self._policies[path] = policy
+            self._policies[root, path] = policy
             return policy
 
     def primary_key(self, scope: Scope) -> str | None:
@@ -100,8 +111,18 @@ class Routing:
                 self._keys.clear()
             self._keys[memo] = key
         if key is not None and self._key_function is not None:
-            return self._key_function(scope, key)
+            return self._custom_key(scope, key)
         return key
+
+    def _custom_key(self, scope: Scope, key: str) -> str | None:
+        """The key function's answer; a key function that raises passes the request to
+        the app uncached (a cache failure never fails a request), logged."""
+        assert self._key_function is not None
+        try:
+            return self._key_function(scope, key)
+        except Exception:
+            logger.exception("CacheMiddleware key function failed for %r: not cached", key)
+            return None
 
     def invalidated(self, scope: Scope, method: str, status: int, headers: Any) -> list[str]:
         """The primary keys an unsafe request's response drops (RFC 9111 §4.4)."""
@@ -113,8 +134,7 @@ class Routing:
             found = invalidation_keys(method, status, url, list(headers), sort_query=False)
         except ValueError:
             return []  # not a URL anything could have been stored under
-        custom = self._key_function
-        keys = found if custom is None else [custom(scope, key) for key in found]
+        keys = found if self._key_function is None else [self._custom_key(scope, k) for k in found]
         return [key for key in dict.fromkeys(keys) if key is not None]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -111,6 +112,24 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
             on_corrupt=on_corrupt,
             writer_threads=writer_threads,
         )
+        # What a pickled copy is built from (__reduce__): the resolved directory, so that
+        # a process with another $SHARDCACHE_DIR still opens these files.
+        self._arguments: dict[str, Any] = {
+            "directory": options.directory,
+            "shards": shards,
+            "size_limit": size_limit,
+            "eviction": eviction,
+            "default_ttl": default_ttl,
+            "serializer": serializer,
+            "compression": compression,
+            "compress_min_size": compress_min_size,
+            "min_file_size": min_file_size,
+            "durability": durability,
+            "near_cache": near_cache,
+            "on_corrupt": on_corrupt,
+            "secret": secret,
+            "writer_threads": writer_threads,
+        }
         self._codec = Codec(
             serializer,
             compression=compression,
@@ -133,8 +152,11 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
         self._owner = LoopOwner()  # the loop whose thread uses the connections (_owner)
         self._open_lock = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._dropping: asyncio.Task[None] | None = None  # the delete of a misfit just read
+        # The delete of a misfit a task just read, by that task: get(type=) awaits its own
+        # (loops in other threads may share this instance, each with its own tasks).
+        self._dropping: dict[asyncio.Task[Any] | None, asyncio.Task[None]] = {}
         self._closing: asyncio.Future[None] | None = None
+        self._counts_saved = False  # stats() counters added to the directory's at close
         self._opening: asyncio.Future[None] | None = None  # the open in progress, shared
         self._reset_counters()
 
@@ -145,6 +167,13 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
 
     def __repr__(self) -> str:
         return f"AsyncCache({str(self.directory)!r}, shards={self._n}, state={self._state})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its directory and options, as ``diskcache.Cache`` is: the copy (in a
+        process started with ``spawn``, say) is a new cache on the same files, opened at
+        its first operation. A custom serializer or compressor must pickle too; ``secret``
+        travels in the pickle."""
+        return (_reopen, (type(self), self._arguments))
 
     # -- lifecycle ----------------------------------------------------------------------
     async def open(self) -> None:
@@ -274,9 +303,11 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
             shard.forget(kb)
             misfit = (kb, None if file else blob, file)
             # Started here (this path has no await); get() awaits it before it returns.
-            self._dropping = self._spawn(
-                self._executor_write(shard.index, ops.op_drop_misfit, misfit)
-            )
+            reader = asyncio.current_task()
+            drop = self._spawn(self._executor_write(shard.index, ops.op_drop_misfit, misfit))
+            self._dropping[reader] = drop
+            # Forgotten once done: a reader that never awaits it (get_entry) leaves nothing.
+            drop.add_done_callback(functools.partial(_forget_drop, self._dropping, reader))
             return MISS
         except SerializationError:
             logger.warning(
@@ -315,21 +346,21 @@ class AsyncCache(_Lifecycle, _AtomicOps, _WholeCache):
             kb = encode_key(key)  # _peek, inlined: one call less on every hit
             value = self._peek_at(kb, _crc32(kb) % self._n, default, type)
             if value is not NOT_NOW:
-                if type is not None and self._dropping is not None:
+                if type is not None and self._dropping:
                     await self._dropped()
                 return value
         else:
             encode_key(key)  # a bad key raises before the directory is created
             await self._ensure_open()
         value = await self._get_slow(key, default, type)
-        if type is not None and self._dropping is not None:
+        if type is not None and self._dropping:
             await self._dropped()
         return value
 
     async def _dropped(self) -> None:
         """Wait for the delete of a misfit this task just read: once ``get(type=)`` has
         answered a miss for it, ``has()`` and a plain ``get()`` see it gone too."""
-        task, self._dropping = self._dropping, None
+        task = self._dropping.pop(asyncio.current_task(), None)
         if task is not None:
             # Shielded: a caller cancelled here must not cancel the delete (logged if it fails).
             await asyncio.shield(task)
@@ -652,3 +683,16 @@ async def _gather_all(futures: list[asyncio.Future[Any]]) -> list[Any]:
         if isinstance(result, BaseException):
             raise result
     return results
+
+
+def _forget_drop(
+    dropping: dict[asyncio.Task[Any] | None, asyncio.Task[None]],
+    reader: asyncio.Task[Any] | None,
+    drop: asyncio.Task[None],
+) -> None:
+    if dropping.get(reader) is drop:
+        del dropping[reader]
+
+
+def _reopen(cls: type[AsyncCache], arguments: dict[str, Any]) -> AsyncCache:
+    return cls(**arguments)

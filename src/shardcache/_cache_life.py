@@ -11,6 +11,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import sys
 import threading
 import warnings
 import weakref
@@ -54,9 +55,14 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_EXITING = False
+
+
 @atexit.register
 def _drain_at_exit() -> None:
     # Writes still queued at interpreter exit are committed before the threads die.
+    global _EXITING
+    _EXITING = True  # from here on, no finalizer starts a thread (_close_abandoned)
     for cache in list(_LIVE):
         if cache._executor is not None and cache._pid == os.getpid():
             with contextlib.suppress(Exception):
@@ -82,6 +88,7 @@ class _Lifecycle:
         _tasks: set[asyncio.Task[Any]]
         _closing: asyncio.Future[None] | None
         _opening: asyncio.Future[None] | None
+        _counts_saved: bool
 
         @property
         def directory(self) -> Path: ...
@@ -215,12 +222,25 @@ class _Lifecycle:
                 return
         # Checked after that await too: another aclose() may have started the teardown
         # meanwhile, and two teardowns would close connections a writer still uses.
-        if self._closing is None:
-            if self._state is not _OPEN:
+        loop = asyncio.get_running_loop()
+        closing = self._closing
+        if closing is not None and closing.get_loop() is not loop:
+            # Started by a loop in another thread, or by one that has ended (asyncio.run
+            # cancels what is left): wait for it there, or take over what it left undone.
+            other = closing.get_loop()
+            if not closing.done() and other.is_running() and not other.is_closed():
+                await _finished_in(closing)
+            if closing.done() and not closing.cancelled() and closing.exception() is None:
+                return
+            closing = self._closing = None
+        if closing is not None and closing.done() and closing.cancelled():
+            closing = self._closing = None  # its loop cancelled it on the way out: resume
+        if closing is None:
+            if self._state is not _OPEN and self._executor is None:
                 self._state = _CLOSED
                 return
-            self._closing = asyncio.ensure_future(self._teardown())
-        await asyncio.shield(self._closing)
+            closing = self._closing = asyncio.ensure_future(self._teardown())
+        await asyncio.shield(closing)
 
     def _close_unopened(self) -> bool:
         with self._open_lock:
@@ -230,30 +250,54 @@ class _Lifecycle:
             return False
 
     async def _teardown(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Close for good. Each step is done again if it did not finish: a teardown that
+        its loop cancelled (asyncio.run ending) is resumed by the next aclose()."""
+        await self._drain_tasks()
         self._state = _CLOSED
         self._ready = False
         if self._pid != os.getpid():
+            self._executor = None
             return  # a forked child never touches the parent's threads and connections
         loop = asyncio.get_running_loop()
-        executor, self._executor = self._executor, None
+        executor = self._executor
         if executor is not None:
             # A barrier per shard: batches are FIFO, so once these resolve, all is committed.
             barriers = [executor.submit(i, ops.op_flush, ()) for i in range(self._n)]
             # This instance's counters join the directory's saved totals (stats()): best
-            # effort, a close never fails on them.
+            # effort, a close never fails on them; saved once.
             counts = [(name, n) for name, n in self._own_counts().items() if n]
-            if counts:
+            if counts and not self._counts_saved:
+                self._counts_saved = True
                 barriers.append(executor.submit(0, ops.op_add_stats, (counts,)))
             await asyncio.gather(*barriers, return_exceptions=True)
             await loop.run_in_executor(None, executor.stop)
-        pool, self._pool = self._pool, None
+            self._executor = None
+        pool = self._pool
         if pool is not None:
             await loop.run_in_executor(None, pool.shutdown)
+            self._pool = None
         for shard in self._shards:
             shard.close()
         _LIVE.discard(self)
+
+    async def _drain_tasks(self) -> None:
+        """Wait for the background tasks (stale refreshes, access flushes) to end, their
+        writes with them: those of this loop, and those of loops running in other threads.
+        A task of a loop that is closed or stopped can never end: it is dropped."""
+        loop = asyncio.get_running_loop()
+        while self._tasks:
+            waits: list[asyncio.Future[Any]] = []
+            for task in list(self._tasks):
+                other = task.get_loop()
+                if other is loop:
+                    waits.append(task)
+                elif other.is_closed() or not other.is_running():
+                    self._tasks.discard(task)
+                else:
+                    waits.append(_finished_in(task))
+            if not waits:
+                return
+            await asyncio.gather(*waits, return_exceptions=True)
 
     def __del__(self) -> None:
         # warnings is imported at module level: at interpreter shutdown an import here fails.
@@ -263,6 +307,9 @@ class _Lifecycle:
                 ResourceWarning,
                 stacklevel=1,
             )
+            # Collected without aclose() (a notebook cell run again, a cache per job): its
+            # threads and files would stay for the life of the process.
+            _close_abandoned(self._executor, self._pool, self._shards)
 
     def _closed_error(self) -> CacheClosedError:
         return CacheClosedError(f"the cache at {self.directory} is closed")
@@ -285,3 +332,41 @@ class _Lifecycle:
         """Own a background task (a stale refresh): aclose() waits for it."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _finished_in(future: asyncio.Future[Any]) -> asyncio.Future[None]:
+    """A future of the running loop that completes when ``future``, of a loop running in
+    another thread, is done (``add_done_callback`` must run on that future's loop)."""
+    done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    def finished(_: object) -> None:
+        if not done.done():
+            done.set_result(None)
+
+    try:
+        future.get_loop().call_soon_threadsafe(future.add_done_callback, finished)
+    except RuntimeError:  # that loop closed meanwhile: the future never ends
+        done.set_result(None)
+    return asyncio.wrap_future(done)
+
+
+def _close_abandoned(
+    executor: Executor | None,
+    pool: concurrent.futures.ThreadPoolExecutor | None,
+    shards: list[Shard],
+) -> None:
+    """Commit what a collected cache still had queued, then end its threads and close its
+    files, on a thread of its own: a finalizer must not block on a writer."""
+
+    def close() -> None:
+        if executor is not None:
+            executor.stop()
+        if pool is not None:
+            pool.shutdown()
+        for shard in shards:
+            shard.close()
+
+    if _EXITING or sys.is_finalizing():
+        return  # _drain_at_exit has committed the queue; a thread started now never runs
+    with contextlib.suppress(RuntimeError):  # "can't create new thread at shutdown"
+        threading.Thread(target=close, name="shardcache-close").start()

@@ -224,12 +224,12 @@ class CacheMiddleware:
             else:
                 await self._unsafe(scope, receive, send, method)
             return
-        policy = self._routing.policy(scope["path"])
+        policy = self._routing.policy(scope)
         key = None if policy is None else self._routing.primary_key(scope)
-        if key is None or policy is None or self._breaker.tripped():
+        headers = scope["headers"]
+        if key is None or policy is None or self._breaker.tripped() or _has_body(headers):
             await self._pass(scope, receive, send)
             return
-        headers = scope["headers"]
         if self._passing.passing(key) and plain_request(headers):
             # Hit-for-pass, known in this process: not even a cache read (_asgi_pass).
             await self._pass(scope, receive, send)
@@ -582,3 +582,16 @@ async def _replayed_end() -> Message:
     """``receive`` for asking the app a second time: the request body, read by the first
     trip, was empty (a GET or HEAD the cache handles carries none)."""
     return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a GET/HEAD request carries content. The key leaves the body out, so two
+    requests with other bodies (a search API taking a query document) would share one
+    answer: such requests go to the app, uncached."""
+    for name, value in headers:
+        if name == b"content-length":
+            if value.strip() not in (b"", b"0"):
+                return True
+        elif name == b"transfer-encoding":
+            return True
+    return False

@@ -12,7 +12,7 @@ from shardcache import AsyncCache, ConfigurationError
 from shardcache._http import strong_etag
 from shardcache.asgi import CacheMiddleware
 
-from .origin import Origin, Reply, cached, http_date
+from .origin import Origin, Reply, cached, client, http_date
 
 # The HTTP rules do not depend on the event loop: one loop is enough here.
 pytestmark = pytest.mark.asyncio(loop_factories=["asyncio"])
@@ -750,6 +750,75 @@ async def test_rules_set_a_ttl_per_path_and_zero_means_never(cache: AsyncCache) 
             for p in ("/static/app.css", "/admin/users", "/other")
         }
     assert seen == {"/static/app.css": "HIT", "/admin/users": "MISS", "/other": "MISS"}
+
+
+@pytest.mark.parametrize(
+    ("root_path", "path"),
+    [
+        ("/api", "/api/admin/users"),  # uvicorn --root-path /api: the prefix stays in path
+        ("/sub", "/sub/admin/users"),  # the middleware on an app mounted at /sub
+        ("/api", "/admin/users"),  # a proxy that strips the prefix itself
+        ("", "/admin/users"),
+    ],
+)
+async def test_rules_match_the_path_the_app_routes_behind_a_root_path(
+    cache: AsyncCache, root_path: str, path: str
+) -> None:
+    """A "never cache" rule written against the app's routes keeps working when the app
+    runs under a root path: it matches the path without root_path, and the full path."""
+    origin = Origin(Reply(headers=[PUBLIC]))
+    middleware = CacheMiddleware(
+        origin, cache=cache, rules={"/admin/*": 0, "/static/*": 3600, "/api/full/*": 0}
+    )
+
+    def with_root(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        return middleware({**scope, "root_path": root_path}, receive, send)
+
+    async with client(with_root) as http:
+        admin = [(await http.get(path)).headers["x-cache"] for _ in range(2)]
+        static = root_path + "/static/app.css"
+        assets = [(await http.get(static)).headers["x-cache"] for _ in range(2)]
+        full = [(await http.get("/api/full/x")).headers["x-cache"] for _ in range(2)]
+    assert admin == ["MISS", "MISS"]
+    assert assets == ["MISS", "HIT"]
+    assert full == ["MISS", "MISS"]  # a rule written with the prefix matches too
+
+
+async def test_a_get_with_a_body_is_not_answered_with_another_bodys_response(
+    cache: AsyncCache,
+) -> None:
+    """The key leaves the body out: a GET carrying content (a search API taking a query
+    document) goes to the app, uncached."""
+    origin = Origin(lambda scope: Reply(headers=[PUBLIC], chunks=[b"answer"]))
+    _, http = cached(origin, cache)
+    async with http:
+        first = await http.request("GET", "/search", content=b'{"q": "a"}')
+        second = await http.request("GET", "/search", content=b'{"q": "b"}')
+        plain = [await http.get("/search") for _ in range(2)]
+    assert first.headers["x-cache"] == second.headers["x-cache"] == "MISS"
+    assert origin.calls["/search"] == 3
+    assert [r.headers["x-cache"] for r in plain] == ["MISS", "HIT"]
+
+
+async def test_a_key_function_that_raises_passes_the_request_through(
+    cache: AsyncCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    def key(scope: dict[str, Any], default: str) -> str | None:
+        if scope["path"] == "/boom":
+            raise LookupError("no tenant header")
+        return default
+
+    origin = Origin(Reply(headers=[PUBLIC]))
+    _, http = cached(origin, cache, key=key)
+    async with http:
+        replies = [await http.get("/boom") for _ in range(2)]
+        posted = await http.post("/boom")
+        fine = [await http.get("/a") for _ in range(2)]
+    assert [r.status_code for r in replies] == [200, 200] and posted.status_code == 200
+    assert [r.headers["x-cache"] for r in replies] == ["MISS", "MISS"]
+    assert origin.calls["/boom"] == 3
+    assert [r.headers["x-cache"] for r in fine] == ["MISS", "HIT"]
+    assert "key function failed" in caplog.text
 
 
 async def test_key_function(cache: AsyncCache) -> None:

@@ -34,7 +34,7 @@ HEURISTICALLY_CACHEABLE_STATUSES: Final = frozenset(
 )
 
 
-class StoredResponse(msgspec.Struct, frozen=True, kw_only=True):
+class StoredResponse(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A response as the cache keeps it, with what the freshness rules need.
 
     ``headers`` are the storable fields (hop-by-hop fields and ``no-cache``/``private``
@@ -42,10 +42,12 @@ class StoredResponse(msgspec.Struct, frozen=True, kw_only=True):
     ``response_time`` are the Unix times the request was sent and the response received
     (RFC 9111 §4.2.3); ``vary`` maps each request header named by the response's ``Vary``
     (lowercase) to the request's normalized value, ``None`` when the request lacked it
-    (RFC 9111 §4.1). Build one with :func:`build_stored_response`.
+    (RFC 9111 §4.1); ``reason`` an unusual reason phrase. Build one with
+    :func:`build_stored_response`.
 
-    >>> StoredResponse(status=200, headers=[], body=b"hi", request_time=0.0, response_time=0.5)
-    StoredResponse(status=200, headers=[], body=b'hi', request_time=0.0, response_time=0.5, vary={})
+    >>> r = StoredResponse(status=200, headers=[], body=b"hi", request_time=0.0, response_time=0.5)
+    >>> r.vary, r.reason
+    ({}, None)
     """
 
     status: int
@@ -54,6 +56,9 @@ class StoredResponse(msgspec.Struct, frozen=True, kw_only=True):
     request_time: float
     response_time: float
     vary: dict[str, str | None] = msgspec.field(default_factory=dict)
+    #: The origin's reason phrase when it is not the status's usual one ("Totally Fine"),
+    #: for clients that show it; ``None``: the usual phrase.
+    reason: str | None = None
 
 
 class CachePolicy(msgspec.Struct, frozen=True, kw_only=True):
